@@ -1,0 +1,1 @@
+"""REST/JSON proxy for the SMS Leads XML API."""

@@ -1,0 +1,192 @@
+"""The ASGI application: one generic endpoint per operation of the mapping table.
+
+    app = create_app(Settings(sandbox=True))                      # the embedded sandbox
+    app = create_app(settings, transport=httpx.MockTransport(f))  # tests hand in the wire
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import httpx
+import yaml
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proxy.auth import credentials
+from proxy.errors import (
+    MalformedRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ProblemError,
+    Refusal,
+    RouteNotFound,
+    UnsupportedMediaType,
+    UpstreamRefused,
+)
+from proxy.mapping import MappingError, Operation, Table, load_table
+from proxy.settings import Settings
+from proxy.translate import build_envelope, check_window, names_not_found, read_answer
+from proxy.types import JSON
+from proxy.upstream import Upstream
+from proxy.validation import OperationValidator, compile_validators
+
+SANDBOX_URL = "http://sandbox.invalid/api"
+NOT_FOUND = Refusal(404, "not-found", "The resource named in the URL does not exist")
+
+
+def load_spec() -> dict[str, Any]:
+    text = resources.files("proxy").joinpath("openapi.yaml").read_text("utf-8")
+    spec: dict[str, Any] = yaml.safe_load(text)
+    return spec
+
+
+class ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+    def __init__(self, error: ProblemError) -> None:
+        super().__init__(error.as_json(), status_code=error.status, headers=error.headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it exceeds the limit (never read whole)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    return bytes(data)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(raw: bytes, content_type: str) -> JSON:
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"send the body as application/json, not {media or 'no Content-Type'}")
+    charset = params.lower().partition("charset=")[2].strip().strip('"')
+    if charset and charset not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"send the body as UTF-8, not {charset}")
+    try:
+        value: JSON = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid UTF-8 (byte {exc.start})") from exc
+    except RecursionError as exc:
+        raise MalformedRequest("the body is nested too deeply") from exc
+    except ValueError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from exc
+    return value
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _endpoint(op: Operation, validator: OperationValidator, settings: Settings) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        creds = credentials(request.headers)
+        document: dict[str, JSON] = {
+            "auth": {"username": creds.username},
+            "path": dict(request.path_params),
+            "query": validator.coerce_query(request.query_params.multi_items()),
+        }
+        raw = await _read_body(request, settings.max_body_bytes) if validator.body else b""
+        if raw.strip():
+            document["body"] = _parse_json(raw, request.headers.get("content-type", ""))
+        validator.check(document, has_body="body" in document)
+        if op.window is not None:
+            check_window(op.window, document, datetime.now(UTC))
+        envelope = build_envelope(op, document)
+        upstream: Upstream = request.app.state.upstream
+        answer = await upstream.call(envelope, creds.token)
+        missing = names_not_found(op, envelope, answer.root)
+        if missing is not None:
+            raise UpstreamRefused(NOT_FOUND, answer.status, missing)
+        if op.success == 204:
+            return Response(status_code=204)
+        body = read_answer(op, answer.root, document)
+        headers = {}
+        if op.location is not None:
+            headers["Location"] = op.location.format_map(body)
+        return JSONResponse(body, status_code=op.success, headers=headers)
+
+    endpoint.__name__ = op.operation_id
+    return endpoint
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ProblemError):
+        return ProblemResponse(exc)
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        error: ProblemError = MethodNotAllowed(f"{request.method} is not allowed here")
+        error.headers.update(exc.headers or {})
+        return ProblemResponse(error)
+    if isinstance(exc, HTTPException) and exc.status_code == 404:
+        return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"))
+    raise exc
+
+
+def _routes(table: Table, spec: dict[str, Any], settings: Settings) -> list[Route]:
+    validators = compile_validators(spec)
+    routes = []
+    for op in table.operations:
+        validator = validators.get((op.method, op.path))
+        if validator is None:
+            raise MappingError(f"openapi.yaml has no {op.method} {op.path} ({op.operation_id})")
+        routes.append(Route(op.path, _endpoint(op, validator, settings), methods=[op.method]))
+    return routes
+
+
+def create_app(settings: Settings | None = None, *,
+               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    settings = settings or Settings()
+    table, spec = load_table(), load_spec()
+    url = settings.upstream_url
+    if transport is None and settings.sandbox:
+        from proxy.sandbox import Sandbox
+        from proxy.sandbox import create_app as create_sandbox
+
+        transport, url = httpx.ASGITransport(app=create_sandbox(Sandbox())), SANDBOX_URL
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        async with httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits) as client:
+            app.state.upstream = Upstream(client, url, table.statuses, unclosed=table.unclosed,
+                                          max_answer_bytes=settings.max_answer_bytes)
+            yield
+
+    spec_json = json.dumps(spec, ensure_ascii=False).encode()
+    spec_yaml = resources.files("proxy").joinpath("openapi.yaml").read_bytes()
+
+    async def openapi_yaml(request: Request) -> Response:
+        return Response(spec_yaml, media_type="application/yaml")
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(spec_json, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    routes = _routes(table, spec, settings) + [
+        Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={ProblemError: _problem, HTTPException: _problem})

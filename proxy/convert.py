@@ -1,0 +1,176 @@
+"""Converters between JSON values and the upstream's element texts, registered by name.
+
+Each converter is a pair, like Starlette's ``convert`` / ``to_string``::
+
+    >>> CONVERTERS["flag"].to_xml(True), CONVERTERS["flag"].from_xml("1")
+    ('1', True)
+
+``to_xml`` raises :class:`ConversionError` for a client value it cannot send;
+``from_xml`` raises it for an upstream text it cannot read. The mapping table
+names converters (``convert: phone``) or builds one from an argument
+(``convert: {enum: unsubscribe}``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+
+from proxy.types import JSON
+
+ISRAEL = ZoneInfo("Asia/Jerusalem")
+UPSTREAM_TIME = "%d/%m/%y %H:%M"  # "dd/mm/yy hh:mm", Israel local time (NOTES.md, Dates)
+
+
+class ConversionError(ValueError):
+    """A value that cannot cross to the other side; the message is shown to the client."""
+
+
+@dataclass(frozen=True, slots=True)
+class Converter:
+    name: str
+    to_xml: Callable[[JSON], str]
+    from_xml: Callable[[str], JSON]
+
+
+def _text_to_xml(value: JSON) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ConversionError("must be a string")
+    return str(value)
+
+
+def _integer_to_xml(value: JSON) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConversionError("must be an integer")
+    return str(value)
+
+
+def _integer_from_xml(text: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise ConversionError(f"{text!r} is not an integer")
+    return int(text)
+
+
+def _flag_to_xml(value: JSON) -> str:
+    if not isinstance(value, bool):
+        raise ConversionError("must be true or false")
+    return "1" if value else "0"
+
+
+def _flag_from_xml(text: str) -> bool:
+    # The document: "set 1, any other value would be considered as no".
+    return text == "1"
+
+
+# Israeli national significant numbers (NOTES.md, Phone numbers): mobile 5 + 8 digits,
+# landline 2/3/4/8/9 + 7 digits, VoIP 7[2-9] + 7 digits. Strict libphonenumber validity
+# rejects numbers people really use in tests (0501234567), so the check is structural.
+_MOBILE = re.compile(r"5[0-9]{8}")
+_ANY_ISRAELI = re.compile(r"5[0-9]{8}|[2-489][0-9]{7}|7[2-9][0-9]{7}")
+
+
+def _national_number(value: JSON, pattern: re.Pattern[str], kind: str) -> str:
+    if not isinstance(value, str):
+        raise ConversionError("must be a string")
+    raw = value.strip()
+    # "9725…" without the plus is international too; "5…" is national without the trunk 0.
+    digits = re.sub(r"[\s\-().]", "", raw)
+    if re.fullmatch(r"972[0-9]{8,9}", digits):
+        raw = "+" + digits
+    try:
+        number = phonenumbers.parse(raw, "IL")
+    except phonenumbers.NumberParseException as exc:
+        raise ConversionError(f"{value!r} is not a phone number") from exc
+    national = str(number.national_number)
+    if number.country_code != 972 or not pattern.fullmatch(national):
+        raise ConversionError(f"{value!r} is not an Israeli {kind} number")
+    return national
+
+
+def _mobile_to_xml(value: JSON) -> str:
+    return "0" + _national_number(value, _MOBILE, "mobile")
+
+
+def _phone_to_xml(value: JSON) -> str:
+    return "0" + _national_number(value, _ANY_ISRAELI, "mobile or landline")
+
+
+def _phone_from_xml(text: str) -> str:
+    """E.164 for an Israeli number; any other text (a sender name, a short code) as it came."""
+    try:
+        return "+972" + _national_number(text, _ANY_ISRAELI, "")
+    except ConversionError:
+        return text
+
+
+# RFC 3339 with an offset. A "+" that arrived unencoded in a query string became a space:
+# "2024-03-29T10:00:00 03:00" is read as "+03:00" rather than rejected.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+\- ]\d{2}:\d{2})"
+)
+
+
+def _israel_time_to_xml(value: JSON) -> str:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ConversionError(
+            "must be an RFC 3339 date-time with an offset, e.g. 2024-03-29T10:00:00+03:00"
+        )
+    if value[-6] == " ":
+        value = value[:-6] + "+" + value[-5:]
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConversionError(f"{value!r} is not a valid date-time") from exc
+    return moment.astimezone(ISRAEL).strftime(UPSTREAM_TIME)
+
+
+def _israel_time_from_xml(text: str) -> str:
+    try:
+        local = datetime.strptime(text, UPSTREAM_TIME)
+    except ValueError as exc:
+        raise ConversionError(f"{text!r} is not a dd/mm/yy hh:mm date") from exc
+    # fold=0: in the repeated hour of October the first (summer-time) reading is taken.
+    return local.replace(tzinfo=ISRAEL).isoformat()
+
+
+def enum(name: str, values: Mapping[str, str | list[str]]) -> Converter:
+    """JSON names <-> upstream codes; several codes may share one name (DLR states)."""
+    to_code = {key: (codes if isinstance(codes, str) else codes[0]) for key, codes in values.items()}
+    to_name = {
+        code: key
+        for key, codes in values.items()
+        for code in ([codes] if isinstance(codes, str) else codes)
+    }
+
+    def to_xml(value: JSON) -> str:
+        if not isinstance(value, str) or value not in to_code:
+            raise ConversionError(f"must be one of {', '.join(to_code)}")
+        return to_code[value]
+
+    def from_xml(text: str) -> str:
+        return to_name.get(text, "unknown")
+
+    return Converter(f"enum:{name}", to_xml, from_xml)
+
+
+CONVERTERS: dict[str, Converter] = {
+    c.name: c
+    for c in (
+        Converter("text", _text_to_xml, str),
+        Converter("integer", _integer_to_xml, _integer_from_xml),
+        Converter("flag", _flag_to_xml, _flag_from_xml),
+        Converter("mobile_phone", _mobile_to_xml, _phone_from_xml),
+        Converter("phone", _phone_to_xml, _phone_from_xml),
+        Converter("israel_time", _israel_time_to_xml, _israel_time_from_xml),
+    )
+}
+
+# Converters that take an argument from the table: `convert: {enum: <name in enums:>}`.
+CONVERTER_FACTORIES: dict[str, Callable[[str, Mapping[str, str | list[str]]], Converter]] = {
+    "enum": enum,
+}

@@ -1,0 +1,155 @@
+"""Everything that can go wrong, as RFC 9457 problems.
+
+    ProblemError                 -> application/problem+json, one handler in app.py
+    ├── ClientError              the request is wrong; nothing was sent upstream
+    │   ├── MalformedRequest     400  the body is not JSON (or not UTF-8)
+    │   ├── Unauthorized         401  no usable credentials
+    │   ├── RouteNotFound        404  no such resource
+    │   ├── MethodNotAllowed     405
+    │   ├── PayloadTooLarge      413
+    │   ├── UnsupportedMediaType 415
+    │   └── RequestInvalid       422  with `errors`: a JSON pointer and a detail per field
+    └── UpstreamError            about SMS Leads; carries upstream_status/upstream_message
+        ├── UpstreamRefused      the upstream answered a status code (statuses.yaml decides)
+        ├── UpstreamUnreachable  502/503  no connection
+        ├── UpstreamTimeout      504  no answer in time
+        └── UpstreamBadAnswer    502  an answer that is not the XML we expect
+
+Foreign exceptions (httpx, lxml, json) are translated to these in exactly one place each:
+upstream.py for the wire, app.py for the request body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from proxy.types import JSON
+
+PROBLEM_BASE = "/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One bad field: a JSON pointer into the request document (/body/..., /query/...)."""
+
+    pointer: str
+    detail: str
+
+    def as_json(self) -> dict[str, JSON]:
+        return {"pointer": self.pointer, "detail": self.detail}
+
+
+class ProblemError(Exception):
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, **extensions: JSON) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+        self.headers: dict[str, str] = {}
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    def as_json(self) -> dict[str, JSON]:
+        body: dict[str, JSON] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        body.update(self.extensions)
+        return body
+
+
+class ClientError(ProblemError):
+    pass
+
+
+class MalformedRequest(ClientError):
+    status, slug, title = 400, "malformed-request", "The request body is not valid JSON"
+
+
+class Unauthorized(ClientError):
+    status, slug, title = 401, "unauthorized", "Credentials are missing or malformed"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        # RFC 9110 §11.6.1: both schemes the proxy accepts (README, Authentication).
+        self.headers["WWW-Authenticate"] = (
+            'Basic realm="SMS Leads", charset="UTF-8", Bearer realm="SMS Leads"'
+        )
+
+
+class RouteNotFound(ClientError):
+    status, slug, title = 404, "not-found", "No such resource"
+
+
+class MethodNotAllowed(ClientError):
+    status, slug, title = 405, "method-not-allowed", "Method not allowed on this resource"
+
+
+class PayloadTooLarge(ClientError):
+    status, slug, title = 413, "payload-too-large", "The request body is too large"
+
+
+class UnsupportedMediaType(ClientError):
+    status, slug, title = 415, "unsupported-media-type", "The request body must be JSON"
+
+
+class RequestInvalid(ClientError):
+    status, slug, title = 422, "invalid-request", "The request has invalid fields"
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        detail = "; ".join(f"{e.pointer}: {e.detail}" for e in errors[:5])
+        if len(errors) > 5:
+            detail += f"; and {len(errors) - 5} more"
+        super().__init__(detail, errors=[e.as_json() for e in errors])
+        self.errors = errors
+
+
+class UpstreamError(ProblemError):
+    status, slug, title = 502, "upstream-error", "The SMS Leads API failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """How statuses.yaml presents one upstream code."""
+
+    http: int
+    slug: str
+    title: str
+    retry_after: int | None = None
+
+
+class UpstreamRefused(UpstreamError):
+    """A non-success <status>; its HTTP status and type come from the status table."""
+
+    def __init__(self, refusal: Refusal, upstream_status: int | None, upstream_message: str,
+                 detail: str | None = None) -> None:
+        super().__init__(
+            detail or upstream_message or refusal.title,
+            upstream_status=upstream_status,
+            upstream_message=upstream_message,
+        )
+        self.status, self.slug, self.title = refusal.http, refusal.slug, refusal.title
+        if refusal.retry_after is not None:
+            self.headers["Retry-After"] = str(refusal.retry_after)
+
+
+class UpstreamUnreachable(UpstreamError):
+    status, slug, title = 503, "upstream-unreachable", "The SMS Leads API cannot be reached"
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class UpstreamTimeout(UpstreamError):
+    status, slug, title = 504, "upstream-timeout", "The SMS Leads API did not answer in time"
+
+
+class UpstreamBadAnswer(UpstreamError):
+    status, slug, title = 502, "upstream-bad-answer", "The SMS Leads API gave an unreadable answer"

@@ -1,0 +1,352 @@
+"""Load and check the mapping table (mapping.yaml) and the status table (statuses.yaml).
+
+Both are read once, at start-up, into frozen dataclasses. A mistake in a table stops the start
+with a :class:`MappingError` naming the file and the path inside it::
+
+    mapping.yaml: operations.sendMessage.request.source: unknown key 'form'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+from lxml import etree
+
+from proxy.convert import CONVERTER_FACTORIES, CONVERTERS, Converter
+from proxy.errors import Refusal
+
+HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+SUCCESS_STATUSES = {200, 201, 202, 204}
+
+
+class MappingError(ValueError):
+    """The table is wrong; the message names the place."""
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One XML element of a request envelope (see the header of mapping.yaml)."""
+
+    name: str
+    source: str | None = None
+    value: str | None = None
+    default: str | None = None
+    each: str | None = None
+    convert: Converter | None = None
+    attributes: tuple[Element, ...] = ()
+    children: tuple[Element, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One JSON field of an answer (see the header of mapping.yaml)."""
+
+    name: str
+    source: str | None = None
+    echo: str | None = None
+    match: re.Pattern[str] | None = None
+    convert: Converter | None = None
+    each: str | None = None
+    where: str | None = None
+    group_by: str | None = None
+    fields: tuple[Field, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandChoice:
+    name: str
+    when: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotFoundRule:
+    errors: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start: str
+    end: str
+    max_days: int
+    max_age_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    operation_id: str
+    method: str
+    path: str
+    commands: tuple[CommandChoice, ...]
+    success: int
+    request: tuple[Element, ...]
+    response: tuple[Field, ...]
+    location: str | None = None
+    not_found: NotFoundRule | None = None
+    window: Window | None = None
+
+    @property
+    def command_names(self) -> tuple[str, ...]:
+        return tuple(choice.name for choice in self.commands)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusTable:
+    success: frozenset[int]
+    codes: Mapping[int, Refusal]
+    messages: Mapping[int, str]
+    unknown: Refusal
+
+    def refusal(self, code: int | None) -> Refusal:
+        return self.unknown if code is None else self.codes.get(code, self.unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    operations: tuple[Operation, ...]
+    statuses: StatusTable
+    unclosed: tuple[str, ...]
+
+    def operation(self, operation_id: str) -> Operation:
+        for op in self.operations:
+            if op.operation_id == operation_id:
+                return op
+        raise KeyError(operation_id)
+
+
+class _Reader:
+    """Walks a YAML mapping, remembering where it is so errors can say so."""
+
+    def __init__(self, file: str, path: str, data: Any) -> None:
+        self.file, self.path, self.data = file, path, data
+
+    def fail(self, message: str) -> MappingError:
+        return MappingError(f"{self.file}: {self.path or '(top)'}: {message}")
+
+    def child(self, key: str | int) -> _Reader:
+        path = f"{self.path}.{key}" if self.path else str(key)
+        return _Reader(self.file, path, self.data[key])
+
+    def mapping(self, allowed: set[str] | None = None,
+                required: frozenset[str] | set[str] = frozenset()) -> dict[Any, Any]:
+        if not isinstance(self.data, dict):
+            raise self.fail("must be a mapping")
+        if allowed is not None:
+            for key in self.data:
+                if key not in allowed:
+                    raise self.fail(f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required - set(self.data)):
+            raise self.fail(f"missing key {key!r}")
+        return self.data
+
+    def text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise self.child(key).fail("must be a string")
+        return str(value)
+
+    def pointer(self, key: str) -> str | None:
+        value = self.text(key)
+        if value is not None and value and not value.startswith("/"):
+            raise self.child(key).fail(f"{value!r} is not a JSON pointer (starts with /)")
+        return value
+
+    def element_path(self, key: str) -> str | None:
+        value = self.text(key)
+        if value is not None:
+            try:
+                etree.Element("probe").find(value)
+            except SyntaxError as exc:
+                raise self.child(key).fail(f"{value!r} is not an element path: {exc}") from exc
+        return value
+
+
+class _Loader:
+    def __init__(self, file: str, enums: Mapping[str, Mapping[str, str | list[str]]]) -> None:
+        self.file, self.enums = file, enums
+
+    def converter(self, reader: _Reader) -> Converter | None:
+        spec = reader.data.get("convert")
+        if spec is None:
+            return None
+        where = reader.child("convert")
+        if isinstance(spec, str):
+            if spec not in CONVERTERS:
+                raise where.fail(f"unknown converter {spec!r} (known: {', '.join(CONVERTERS)})")
+            return CONVERTERS[spec]
+        if isinstance(spec, dict) and len(spec) == 1:
+            (kind, argument), = spec.items()
+            if kind not in CONVERTER_FACTORIES:
+                raise where.fail(f"unknown converter {kind!r}")
+            if argument not in self.enums:
+                raise where.fail(f"no {argument!r} under enums:")
+            return CONVERTER_FACTORIES[kind](argument, self.enums[argument])
+        raise where.fail("must be a converter name or {factory: argument}")
+
+    def elements(self, reader: _Reader) -> tuple[Element, ...]:
+        return tuple(self.element(reader.child(name), name) for name in reader.mapping())
+
+    def element(self, reader: _Reader, name: str) -> Element:
+        keys = {"from", "value", "default", "each", "convert", "attributes", "children"}
+        data = reader.mapping(keys)
+        children = None
+        if "children" in data:
+            if {"from", "value", "convert"} & set(data):
+                raise reader.fail("an element has either children or a text, not both")
+            children = self.elements(reader.child("children"))
+        elif not {"from", "value", "each", "default"} & set(data):
+            raise reader.fail("needs one of from, value, each, children")
+        attributes = ()
+        if "attributes" in data:
+            attrs = reader.child("attributes")
+            attributes = tuple(self.element(attrs.child(a), a) for a in attrs.mapping())
+        source = reader.pointer("from")
+        if source is None and "each" in data and children is None:
+            source = ""  # the item itself
+        return Element(
+            name=name,
+            source=source,
+            value=reader.text("value"),
+            default=reader.text("default"),
+            each=reader.pointer("each"),
+            convert=self.converter(reader),
+            attributes=attributes,
+            children=children,
+        )
+
+    def fields(self, reader: _Reader) -> tuple[Field, ...]:
+        return tuple(self.field(reader.child(name), name) for name in reader.mapping())
+
+    def field(self, reader: _Reader, name: str) -> Field:
+        keys = {"from", "echo", "match", "convert", "each", "where", "group_by", "fields"}
+        data = reader.mapping(keys)
+        if not {"from", "echo", "each", "fields"} & set(data):
+            raise reader.fail("needs one of from, echo, each, fields")
+        pattern = None
+        if "match" in data:
+            try:
+                pattern = re.compile(str(data["match"]))
+            except re.error as exc:
+                raise reader.child("match").fail(f"bad regular expression: {exc}") from exc
+            if pattern.groups < 1:
+                raise reader.child("match").fail("needs a group: group 1 is the value")
+        if ("where" in data or "group_by" in data) and "each" not in data:
+            raise reader.fail("where and group_by need each")
+        return Field(
+            name=name,
+            source=reader.element_path("from"),
+            echo=reader.pointer("echo"),
+            match=pattern,
+            convert=self.converter(reader),
+            each=reader.element_path("each"),
+            where=reader.element_path("where"),
+            group_by=reader.element_path("group_by"),
+            fields=self.fields(reader.child("fields")) if "fields" in data else None,
+        )
+
+    def commands(self, reader: _Reader) -> tuple[CommandChoice, ...]:
+        if isinstance(reader.data, str):
+            return (CommandChoice(reader.data, None),)
+        if not isinstance(reader.data, list) or not reader.data:
+            raise reader.fail("must be a command name or a list of {name, when}")
+        choices = []
+        for index in range(len(reader.data)):
+            item = reader.child(index)
+            item.mapping({"name", "when"}, {"name"})
+            choices.append(CommandChoice(str(item.data["name"]), item.pointer("when")))
+        if any(c.when is None for c in choices[:-1]) or choices[-1].when is not None:
+            raise reader.fail("every choice but the last needs `when`; the last has none")
+        return tuple(choices)
+
+    def operation(self, reader: _Reader, operation_id: str, envelope: tuple[Element, ...]) -> Operation:
+        keys = {"http", "command", "success", "request", "response", "location", "not_found",
+                "window"}
+        data = reader.mapping(keys, {"http", "command", "success"})
+        method, _, path = str(data["http"]).partition(" ")
+        if method not in HTTP_METHODS or not path.startswith("/v1/"):
+            raise reader.child("http").fail("must be 'METHOD /v1/path'")
+        if data["success"] not in SUCCESS_STATUSES:
+            raise reader.child("success").fail(f"must be one of {sorted(SUCCESS_STATUSES)}")
+        not_found = None
+        if "not_found" in data:
+            rule = reader.child("not_found")
+            rule.mapping({"errors", "names"}, {"errors", "names"})
+            rule.element_path("errors")
+            not_found = NotFoundRule(str(rule.data["errors"]), tuple(map(str, rule.data["names"])))
+        window = None
+        if "window" in data:
+            w = reader.child("window")
+            w.mapping({"from", "to", "max_days", "max_age_days"},
+                      {"from", "to", "max_days", "max_age_days"})
+            window = Window(str(w.pointer("from")), str(w.pointer("to")),
+                            int(w.data["max_days"]), int(w.data["max_age_days"]))
+        return Operation(
+            operation_id=operation_id,
+            method=method,
+            path=path,
+            commands=self.commands(reader.child("command")),
+            success=int(data["success"]),
+            request=envelope + (self.elements(reader.child("request")) if "request" in data else ()),
+            response=self.fields(reader.child("response")) if "response" in data else (),
+            location=reader.text("location"),
+            not_found=not_found,
+            window=window,
+        )
+
+
+def _read_yaml(name: str) -> Any:
+    return yaml.safe_load(resources.files("proxy").joinpath(name).read_text("utf-8"))
+
+
+def load_statuses(data: Any, file: str = "statuses.yaml") -> StatusTable:
+    top = _Reader(file, "", data)
+    top.mapping({"success", "codes", "unknown"}, {"success", "codes", "unknown"})
+
+    def refusal(reader: _Reader) -> Refusal:
+        rule = reader.mapping({"http", "type", "title", "message", "retry_after"},
+                              {"http", "type", "title"})
+        if not (isinstance(rule["http"], int) and 200 <= rule["http"] <= 599):
+            raise reader.child("http").fail("must be an HTTP status code")
+        return Refusal(int(rule["http"]), str(rule["type"]), str(rule["title"]),
+                       rule.get("retry_after"))
+
+    codes_reader = top.child("codes")
+    codes = {int(code): refusal(codes_reader.child(code)) for code in codes_reader.mapping()}
+    messages = {int(code): str(rule.get("message", "")) for code, rule in data["codes"].items()}
+    return StatusTable(frozenset(int(c) for c in data["success"]), codes, messages,
+                       refusal(top.child("unknown")))
+
+
+def load_table(data: Any | None = None, statuses: Any | None = None,
+               file: str = "mapping.yaml") -> Table:
+    """Read mapping.yaml and statuses.yaml (or the given data) into a checked :class:`Table`."""
+    data = _read_yaml("mapping.yaml") if data is None else data
+    top = _Reader(file, "", data)
+    top.mapping({"envelope", "enums", "operations", "answers"}, {"operations"})
+    enums = top.child("enums").mapping() if "enums" in data else {}
+    loader = _Loader(file, enums)
+    envelope = loader.elements(top.child("envelope")) if "envelope" in data else ()
+    ops_reader = top.child("operations")
+    operations = tuple(
+        loader.operation(ops_reader.child(op_id), op_id, envelope) for op_id in ops_reader.mapping()
+    )
+    seen: dict[tuple[str, str], str] = {}
+    for op in operations:
+        key = (op.method, op.path)
+        if key in seen:
+            raise ops_reader.child(op.operation_id).fail(f"same http as {seen[key]}")
+        seen[key] = op.operation_id
+    unclosed: tuple[str, ...] = ()
+    if "answers" in data:
+        answers = top.child("answers")
+        answers.mapping({"unclosed"})
+        unclosed = tuple(str(name) for name in answers.data.get("unclosed", ()))
+    status_data = _read_yaml("statuses.yaml") if statuses is None else statuses
+    return Table(operations, load_statuses(status_data), unclosed)

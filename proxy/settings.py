@@ -1,0 +1,139 @@
+"""Every setting once: its flag, its environment variable, its default and its check.
+
+The README's configuration table lists the same rows; ``python -m proxy --help`` prints them.
+An invalid value stops the start with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_UPSTREAM = "https://app.smsleads.co.il/api"  # the document, "Getting started"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the proxy cannot start with."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number, 0-65535")
+    return value
+
+
+def _url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return text
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("must be one of debug, info, warning, error")
+    return level
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    upstream_url: str = DEFAULT_UPSTREAM
+    upstream_timeout: float = 30.0
+    upstream_connect_timeout: float = 5.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_answer_bytes: int = 8 * 1024 * 1024
+    sandbox: bool = False
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    field: str
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "SMSLEADS_PROXY_HOST", str, "address to listen on"),
+    Option("port", "SMSLEADS_PROXY_PORT", _port, "port to listen on"),
+    Option("workers", "SMSLEADS_PROXY_WORKERS", _positive_int, "worker processes"),
+    Option("upstream_url", "SMSLEADS_API_URL", _url, "the SMS Leads XML API endpoint"),
+    Option("upstream_timeout", "SMSLEADS_UPSTREAM_TIMEOUT", _positive_float,
+           "seconds to wait for an upstream answer"),
+    Option("upstream_connect_timeout", "SMSLEADS_UPSTREAM_CONNECT_TIMEOUT", _positive_float,
+           "seconds to wait for an upstream connection"),
+    Option("max_body_bytes", "SMSLEADS_MAX_BODY_BYTES", _positive_int,
+           "largest request body accepted (413 above)"),
+    Option("max_answer_bytes", "SMSLEADS_MAX_ANSWER_BYTES", _positive_int,
+           "largest upstream answer read (502 above)"),
+    Option("sandbox", "SMSLEADS_SANDBOX", _flag,
+           "answer from the embedded sandbox instead of SMS Leads"),
+    Option("log_level", "SMSLEADS_LOG_LEVEL", _log_level, "debug, info, warning or error"),
+)
+
+if {o.field for o in OPTIONS} != {f.name for f in fields(Settings)}:
+    raise RuntimeError("OPTIONS and Settings disagree")  # a programming error, caught on import
+
+
+def load_settings(argv: Sequence[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Flags win over environment variables, which win over defaults."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="smsleads-proxy", description=__doc__.splitlines()[0])
+    defaults = Settings()
+    for option in OPTIONS:
+        default = getattr(defaults, option.field)
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
+        parser.add_argument(option.flag, dest=option.field, default=None, metavar=option.env,
+                            help=f"{option.help} (env {option.env}, default {default})", **extra)
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw, origin = getattr(args, option.field), option.flag
+        if raw is None and option.env in environ:
+            raw, origin = environ[option.env], option.env
+        if raw is None:
+            continue
+        try:
+            values[option.field] = option.parse(raw)
+        except ValueError as exc:
+            detail = str(exc) if "must" in str(exc) else f"cannot read {raw!r}"
+            raise SettingsError(f"invalid {origin}={raw!r}: {detail}") from exc
+    return Settings(**values)

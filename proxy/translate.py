@@ -1,0 +1,235 @@
+"""The generic interpreter of the mapping table, in both directions.
+
+    >>> op = load_table().operation("getBalance")
+    >>> etree.tostring(build_envelope(op, {"auth": {"username": "demo"}}))
+    b'<balance><user><username>demo</username></user></balance>'
+
+It knows no command: everything it does is said by an :class:`~proxy.mapping.Operation`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from lxml import etree
+
+from proxy.convert import ConversionError
+from proxy.errors import FieldError, RequestInvalid, UpstreamBadAnswer
+from proxy.mapping import Element, Field, Operation, Window
+from proxy.types import JSON
+
+MISSING: Any = object()
+"""What a pointer or an element path resolves to when nothing is there."""
+
+
+def resolve(document: JSON, pointer: str) -> JSON:
+    """RFC 6901 JSON pointer; :data:`MISSING` where the document has no such value."""
+    if pointer == "":
+        return document
+    value = document
+    for token in pointer[1:].split("/"):
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            return MISSING
+    return value
+
+
+def choose_command(op: Operation, document: JSON) -> str:
+    for choice in op.commands:
+        if choice.when is None or resolve(document, choice.when) is not MISSING:
+            return choice.name
+    raise LookupError(op.operation_id)  # unreachable: the loader requires a last choice
+
+
+# ── JSON -> XML ──────────────────────────────────────────────────────────────────────────────
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def text(self, spec: Element, context: JSON, at: str) -> str | None:
+        if spec.value is not None:
+            return spec.value
+        value = MISSING if spec.source is None else resolve(context, spec.source)
+        if value is MISSING:
+            return spec.default
+        if spec.convert is None:
+            if isinstance(value, dict | list) or value is None:
+                self.errors.append(FieldError(at + (spec.source or ""), "must be a scalar"))
+                return None
+            return value if isinstance(value, str) else str(value)
+        try:
+            return spec.convert.to_xml(value)
+        except ConversionError as exc:
+            self.errors.append(FieldError(at + (spec.source or ""), str(exc)))
+            return None
+
+    def emit(self, parent: etree._Element, spec: Element, context: JSON, at: str) -> None:
+        if spec.each is None:
+            self.emit_one(parent, spec, context, at)
+            return
+        items = resolve(context, spec.each)
+        if items is MISSING:
+            if spec.default is not None:
+                self.put(etree.SubElement(parent, spec.name), None, spec.default, at + spec.each)
+            return
+        if not isinstance(items, list):
+            self.errors.append(FieldError(at + spec.each, "must be an array"))
+            return
+        for index, item in enumerate(items):
+            self.emit_one(parent, spec, item, f"{at}{spec.each}/{index}")
+
+    def emit_one(self, parent: etree._Element, spec: Element, context: JSON, at: str) -> None:
+        if spec.children is not None:
+            element = etree.SubElement(parent, spec.name)
+            for child in spec.children:
+                self.emit(element, child, context, at)
+        else:
+            text = self.text(spec, context, at)
+            if text is None:
+                return
+            element = etree.SubElement(parent, spec.name)
+            self.put(element, None, text, at + (spec.source or ""))
+        for attribute in spec.attributes:
+            value = self.text(attribute, context, at)
+            if value is not None:
+                self.put(element, attribute.name, value, at + (attribute.source or ""))
+
+    def put(self, element: etree._Element, attribute: str | None, text: str, at: str) -> None:
+        # lxml refuses what XML 1.0 cannot carry (NUL, most C0 controls, lone surrogates).
+        try:
+            if attribute is None:
+                element.text = text
+            else:
+                element.set(attribute, text)
+        except ValueError:
+            self.errors.append(FieldError(at, "contains characters that XML cannot carry"))
+
+
+def build_envelope(op: Operation, document: JSON) -> etree._Element:
+    """The XML command for this request, or :class:`RequestInvalid` naming every bad field."""
+    builder = _Builder()
+    root = etree.Element(choose_command(op, document))
+    for spec in op.request:
+        builder.emit(root, spec, document, "")
+    if builder.errors:
+        raise RequestInvalid(builder.errors)
+    return root
+
+
+def check_window(window: Window, document: JSON, now: datetime) -> None:
+    """The upstream's report window (document 2.2.1: "a range of 1 week up to 1 year back")."""
+    start, end = resolve(document, window.start), resolve(document, window.end)
+    if not isinstance(start, str) or not isinstance(end, str):
+        return  # required parameters; the spec check reports them
+    try:
+        begin, finish = _instant(start), _instant(end)
+    except ValueError:
+        return  # the converter names the field
+    errors = []
+    if finish < begin:
+        errors.append(FieldError(window.end, "must not be before from"))
+    elif finish - begin > timedelta(days=window.max_days):
+        errors.append(FieldError(window.end, f"the window may span at most {window.max_days} days"))
+    if begin < now - timedelta(days=window.max_age_days):
+        errors.append(FieldError(window.start,
+                                 f"must be at most {window.max_age_days} days in the past"))
+    if errors:
+        raise RequestInvalid(errors)
+
+
+def _instant(text: str) -> datetime:
+    if len(text) > 6 and text[-6] == " ":  # a "+" that a query string turned into a space
+        text = text[:-6] + "+" + text[-5:]
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(text)
+    return moment
+
+
+# ── XML -> JSON ──────────────────────────────────────────────────────────────────────────────
+
+
+def _node_text(node: etree._Element | None) -> str | None:
+    if node is None:
+        return None
+    text = "".join(node.itertext()).strip()
+    return text or None
+
+
+class _Reader:
+    def __init__(self, document: JSON) -> None:
+        self.document = document
+
+    def fields(self, specs: tuple[Field, ...], node: etree._Element) -> dict[str, JSON]:
+        out: dict[str, JSON] = {}
+        for spec in specs:
+            value = self.field(spec, node)
+            if value is not MISSING:
+                out[spec.name] = value
+        return out
+
+    def field(self, spec: Field, node: etree._Element) -> JSON:
+        if spec.echo is not None:
+            return resolve(self.document, spec.echo)
+        if spec.each is not None:
+            rows = node.findall(spec.each)
+            if spec.where is not None:
+                rows = [row for row in rows if _node_text(row.find(spec.where)) is not None]
+            if spec.group_by is not None:
+                rows = _grouped(rows, spec.group_by)
+            return [self.item(spec, row) for row in rows]
+        return self.item(spec, node)
+
+    def item(self, spec: Field, node: etree._Element) -> JSON:
+        if spec.fields is not None:
+            return self.fields(spec.fields, node)
+        source = spec.source or "."
+        text = _node_text(node if source == "." else node.find(source))
+        if text is not None and spec.match is not None:
+            found = spec.match.search(text)
+            text = found.group(1) if found else None
+        if text is None:
+            return MISSING
+        if spec.convert is None:
+            return text
+        try:
+            return spec.convert.from_xml(text)
+        except ConversionError as exc:
+            raise UpstreamBadAnswer(f"the upstream's <{source}> is unreadable: {exc}") from exc
+
+
+def _grouped(rows: list[etree._Element], key: str) -> list[etree._Element]:
+    """One synthetic node per distinct key, holding that key's rows in order."""
+    groups: dict[str, etree._Element] = {}
+    for row in rows:
+        name = _node_text(row.find(key)) or ""
+        if name not in groups:
+            groups[name] = etree.Element("group")
+        groups[name].append(row)
+    return list(groups.values())
+
+
+def read_answer(op: Operation, root: etree._Element, document: JSON) -> dict[str, JSON]:
+    """The JSON body for a successful answer."""
+    return _Reader(document).fields(op.response, root)
+
+
+def names_not_found(op: Operation, envelope: etree._Element, root: etree._Element) -> str | None:
+    """The upstream error that names what the URL asked for, when the table has such a rule."""
+    rule = op.not_found
+    if rule is None:
+        return None
+    asked = [t for path in rule.names for el in envelope.findall(path) if (t := _node_text(el))]
+    for error in root.findall(rule.errors):
+        text = _node_text(error) or ""
+        if any(re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text) for name in asked):
+            return text
+    return None

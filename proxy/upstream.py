@@ -1,0 +1,135 @@
+"""The one door to the SMS Leads API: send an envelope, get a checked answer.
+
+A process has one :class:`Upstream`, opened in the app's lifespan around one pooled
+``httpx.AsyncClient``; tests and the embedded sandbox hand in their own transport. Everything
+httpx or lxml can raise is translated here, and only here, into :mod:`proxy.errors`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+from lxml import etree
+
+from proxy.errors import (
+    UpstreamBadAnswer,
+    UpstreamError,
+    UpstreamRefused,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from proxy.mapping import StatusTable
+
+# A hardened parser: no DTD, no entities, no network, no huge trees (billion laughs, XXE).
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+    huge_tree=False, remove_comments=True, remove_pis=True,
+)
+_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
+_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_WRAPPER = "answer"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    message: str
+    root: etree._Element
+
+
+def parse_answer(body: bytes, unclosed: tuple[str, ...] = ()) -> etree._Element:
+    """The element holding <status>, tolerant of the document's quirks.
+
+    The answer is wrapped in a synthetic root, so the root-less rmNumBL answer (two top-level
+    elements, document 2.4.2) reads like any other; elements named in ``unclosed`` may end
+    with an opening tag instead of a closing one (``<shipment_id>1<shipment_id>``).
+    """
+    declaration = _DECLARATION.match(body)
+    encoding = "utf-8"
+    if declaration:
+        named = _ENCODING.search(declaration.group())
+        encoding = named.group(1).decode("ascii") if named else "utf-8"
+        body = body[declaration.end():]
+    try:
+        text = body.decode(encoding)
+    except (LookupError, UnicodeDecodeError) as exc:
+        raise UpstreamBadAnswer(f"the answer is not valid {encoding}") from exc
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise UpstreamBadAnswer("the answer carries a DTD, which is never expanded")
+    for name in unclosed:
+        text = re.sub(rf"<{name}>([^<]*)<{name}>", rf"<{name}>\1</{name}>", text)
+    try:
+        wrapper = etree.fromstring(f"<{_WRAPPER}>{text}</{_WRAPPER}>", _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise UpstreamBadAnswer(f"the answer is not well-formed XML: {exc}") from exc
+    if wrapper.find("status") is not None:
+        return wrapper
+    roots = [child for child in wrapper if isinstance(child.tag, str)]
+    if len(roots) == 1 and roots[0].find("status") is not None:
+        return roots[0]
+    raise UpstreamBadAnswer("the answer has no <status>")
+
+
+def read_status(root: etree._Element, statuses: StatusTable) -> Answer:
+    """Check <status>: a success code passes, anything else is an UpstreamRefused."""
+    raw = (root.findtext("status") or "").strip()
+    message = (root.findtext("message") or "").strip()
+    try:
+        code = int(raw)
+    except ValueError as exc:
+        raise UpstreamBadAnswer(f"the answer's <status> is not a number: {raw[:40]!r}") from exc
+    if code not in statuses.success:
+        raise UpstreamRefused(statuses.refusal(code), code,
+                              message or statuses.messages.get(code, ""))
+    return Answer(code, message, root)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """httpx's exceptions as our problems (the model: httpx's map_httpcore_exceptions)."""
+    try:
+        yield
+    except httpx.ConnectTimeout as exc:
+        raise UpstreamUnreachable("connecting to the SMS Leads API timed out") from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamUnreachable("the SMS Leads API refused or dropped the connection") from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(
+            "the SMS Leads API did not answer in time; whether it acted is unknown"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamBadAnswer(f"the exchange with the SMS Leads API broke: {type(exc).__name__}") from exc
+
+
+class Upstream:
+    def __init__(self, client: httpx.AsyncClient, url: str, statuses: StatusTable, *,
+                 unclosed: tuple[str, ...] = (), max_answer_bytes: int = 8 * 1024 * 1024) -> None:
+        self.client, self.url, self.statuses = client, url, statuses
+        self.unclosed, self.max_answer_bytes = unclosed, max_answer_bytes
+
+    async def call(self, envelope: etree._Element, token: str) -> Answer:
+        body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+        headers = {"Content-Type": "application/xml; charset=utf-8",
+                   "Authorization": f"Bearer {token}"}
+        with _translated():
+            async with self.client.stream("POST", self.url, content=body, headers=headers) as answer:
+                if answer.status_code != 200:
+                    raise UpstreamBadAnswer(f"the SMS Leads API answered HTTP {answer.status_code}")
+                declared = answer.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_answer_bytes:
+                    raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
+                data = bytearray()
+                async for chunk in answer.aiter_bytes():
+                    data += chunk
+                    if len(data) > self.max_answer_bytes:
+                        raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
+        if not data.strip():
+            raise UpstreamBadAnswer("the SMS Leads API answered with an empty body")
+        return read_status(parse_answer(bytes(data), self.unclosed), self.statuses)
+
+
+__all__ = ["Answer", "Upstream", "UpstreamError", "parse_answer", "read_status"]

@@ -1,0 +1,161 @@
+"""Requests checked against openapi.yaml itself: the spec is the validator.
+
+For each operation the request body schema and the parameters are compiled once into
+OAS 3.1 (JSON Schema 2020-12) validators whose ``$ref`` resolve inside the spec. Query strings
+are coerced by their declared types first (``?n=3`` is an integer where the schema says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema.exceptions import ValidationError
+from openapi_schema_validator import OAS31Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from proxy.errors import FieldError, RequestInvalid
+from proxy.types import JSON
+
+SPEC_URI = "urn:smsleads-proxy:openapi"
+
+
+def _escape(token: str | int) -> str:
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(path: Iterable[str | int]) -> str:
+    return "".join("/" + _escape(token) for token in path)
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    name: str
+    location: str  # "path" | "query"
+    required: bool
+    schema: Mapping[str, Any]
+
+    @property
+    def kind(self) -> str:
+        kind = self.schema.get("type", "string")
+        return kind if isinstance(kind, str) else "string"
+
+
+class OperationValidator:
+    """Checks one operation's {body, path, query} as the spec describes them."""
+
+    def __init__(self, registry: Registry, pointer: str, operation: Mapping[str, Any],
+                 parameters: list[Parameter]) -> None:
+        self.parameters = parameters
+        self.body: OAS31Validator | None = None
+        content = operation.get("requestBody", {}).get("content", {})
+        if "application/json" in content:
+            ref = f"{SPEC_URI}#{pointer}/requestBody/content/application~1json/schema"
+            self.body = self._validator({"$ref": ref}, registry)
+        self.body_required = bool(operation.get("requestBody", {}).get("required"))
+        groups = {"path": {}, "query": {}}  # type: dict[str, dict[str, Any]]
+        for param in parameters:
+            groups[param.location][param.name] = param.schema
+        self.params = {
+            where: self._validator(
+                {"type": "object", "properties": props, "additionalProperties": False,
+                 "required": [p.name for p in parameters if p.location == where and p.required]},
+                registry,
+            )
+            for where, props in groups.items()
+        }
+
+    @staticmethod
+    def _validator(schema: Mapping[str, Any], registry: Registry) -> OAS31Validator:
+        return OAS31Validator(schema, registry=registry,
+                              format_checker=OAS31Validator.FORMAT_CHECKER)
+
+    def coerce_query(self, multi: Iterable[tuple[str, str]]) -> dict[str, JSON]:
+        """Query pairs -> typed values (arrays repeat the name: ?external_id=a&external_id=b)."""
+        kinds = {p.name: p.kind for p in self.parameters if p.location == "query"}
+        query: dict[str, JSON] = {}
+        for name, raw in multi:
+            kind = kinds.get(name, "string")
+            value: JSON = raw
+            if kind == "integer" and raw.lstrip("-").isdigit():
+                value = int(raw)
+            elif kind == "boolean" and raw in ("true", "false"):
+                value = raw == "true"
+            if kind == "array":
+                existing = query.setdefault(name, [])
+                if isinstance(existing, list):
+                    existing.append(value)
+            else:
+                query[name] = value
+        return query
+
+    def check(self, document: Mapping[str, JSON], has_body: bool) -> None:
+        errors: list[FieldError] = []
+        for where, validator in self.params.items():
+            errors += _field_errors(validator, document.get(where, {}), f"/{where}")
+        if self.body is not None:
+            if has_body:
+                errors += _field_errors(self.body, document.get("body"), "/body")
+            elif self.body_required:
+                errors.append(FieldError("/body", "a JSON body is required"))
+        if errors:
+            raise RequestInvalid(errors)
+
+
+def _field_errors(validator: OAS31Validator, instance: JSON, base: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        errors.extend(_explain(error, base))
+    return errors
+
+
+def _explain(error: ValidationError, base: str) -> list[FieldError]:
+    """One readable message per bad field, pointing at the field itself."""
+    at = base + _pointer(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+        return [FieldError(f"{at}/{_escape(name)}", "unknown field")
+                for name in error.instance if name not in known]
+    if error.validator == "required" and isinstance(error.validator_value, list):
+        missing = [n for n in error.validator_value
+                   if isinstance(error.instance, dict) and n not in error.instance]
+        return [FieldError(f"{at}/{_escape(name)}", "is required") for name in missing]
+    if error.validator == "anyOf" and all(
+        set(branch) == {"required"} for branch in error.validator_value
+    ):
+        names = " or ".join(", ".join(b["required"]) for b in error.validator_value)
+        return [FieldError(at, f"needs {names}")]
+    return [FieldError(at, error.message)]
+
+
+def _parameters(spec: Mapping[str, Any], items: Iterable[Mapping[str, Any]]) -> list[Parameter]:
+    params = []
+    for item in items:
+        if "$ref" in item:  # "#/components/parameters/Name"
+            node: Any = spec
+            for token in item["$ref"][2:].split("/"):
+                node = node[token.replace("~1", "/").replace("~0", "~")]
+            item = node
+        if item["in"] in ("path", "query"):
+            params.append(Parameter(item["name"], item["in"], bool(item.get("required")),
+                                    item.get("schema", {})))
+    return params
+
+
+def compile_validators(spec: Mapping[str, Any]) -> dict[tuple[str, str], OperationValidator]:
+    """(METHOD, path) -> validator, for every operation in the spec."""
+    resource = Resource.from_contents(dict(spec), default_specification=DRAFT202012)
+    registry: Registry = Registry().with_resource(SPEC_URI, resource)
+    validators = {}
+    for path, item in spec["paths"].items():
+        shared = item.get("parameters", [])
+        for method, operation in item.items():
+            if method == "parameters" or not isinstance(operation, dict):
+                continue
+            pointer = f"/paths/{_escape(path)}/{method}"
+            params = _parameters(spec, [*shared, *operation.get("parameters", [])])
+            validators[(method.upper(), path)] = OperationValidator(
+                registry, pointer, operation, params)
+    return validators
