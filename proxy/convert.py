@@ -72,12 +72,15 @@ def _flag_from_xml(text: str) -> bool:
 # rejects numbers people really use in tests (0501234567), so the check is structural.
 _MOBILE = re.compile(r"5[0-9]{8}")
 _ANY_ISRAELI = re.compile(r"5[0-9]{8}|[2-489][0-9]{7}|7[2-9][0-9]{7}")
+_WRITTEN_PHONE = re.compile(r"\+?[0-9][0-9 ().\-]{6,24}")
 
 
 def _national_number(value: JSON, pattern: re.Pattern[str], kind: str) -> str:
     if not isinstance(value, str):
         raise ConversionError("must be a string")
     raw = value.strip()
+    if not _WRITTEN_PHONE.fullmatch(raw):
+        raise ConversionError(f"{value!r} is not a phone number (digits, +, spaces, dashes)")
     # "9725…" without the plus is international too; "5…" is national without the trunk 0.
     digits = re.sub(r"[\s\-().]", "", raw)
     if re.fullmatch(r"972[0-9]{8,9}", digits):
