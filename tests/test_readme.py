@@ -1,0 +1,62 @@
+"""The README's reference tables say what the code does."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+from proxy.mapping import load_table
+from proxy.settings import OPTIONS, Settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _block(name: str) -> str:
+    text = README.read_text()
+    found = re.search(rf"<!-- {name}:begin -->\n(.*?)<!-- {name}:end -->", text, re.S)
+    assert found, f"README has no {name} block"
+    return found.group(1)
+
+
+def statuses_table() -> str:
+    statuses = load_table().statuses
+    rows = ["| upstream | HTTP | type |", "| --- | --- | --- |"]
+    for code, refusal in sorted(statuses.codes.items()):
+        rows.append(f"| {code} | {refusal.http} | `{refusal.slug}` ({refusal.title}) |")
+    unknown = statuses.unknown
+    rows.append(f"| any other | {unknown.http} | `{unknown.slug}` ({unknown.title}) |")
+    return "\n".join(rows) + "\n"
+
+
+def settings_table() -> str:
+    defaults = Settings()
+    rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for option in OPTIONS:
+        default = getattr(defaults, option.field)
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_readme_lists_every_upstream_status_as_the_table_maps_it():
+    assert _block("statuses") == statuses_table()
+
+
+def test_readme_lists_every_setting():
+    assert {o.field for o in OPTIONS} == {f.name for f in fields(Settings)}
+    assert _block("settings") == settings_table()
+
+
+def test_readme_lists_every_operation():
+    text = README.read_text()
+    for op in load_table().operations:
+        assert f"`{op.method} {op.path}" in text, op.operation_id
+
+
+if __name__ == "__main__":  # refresh the tables: python -m tests.test_readme
+    text = README.read_text()
+    for name, table in (("statuses", statuses_table()), ("settings", settings_table())):
+        text = re.sub(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)",
+                      lambda m, t=table: m.group(1) + t + m.group(2), text, flags=re.S)
+    README.write_text(text)
