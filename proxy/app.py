@@ -96,7 +96,11 @@ def _parse_json(raw: bytes, content_type: str) -> JSON:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _endpoint(op: Operation, validator: OperationValidator, settings: Settings) -> Endpoint:
+Clock = Callable[[], datetime]
+
+
+def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
+              clock: Clock) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         creds = credentials(request.headers)
         document: dict[str, JSON] = {
@@ -109,7 +113,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings) 
             document["body"] = _parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
         if op.window is not None:
-            check_window(op.window, document, datetime.now(UTC))
+            check_window(op.window, document, clock())
         envelope = build_envelope(op, document)
         upstream: Upstream = request.app.state.upstream
         answer = await upstream.call(envelope, creds.token)
@@ -140,19 +144,24 @@ async def _problem(request: Request, exc: Exception) -> Response:
     raise exc
 
 
-def _routes(table: Table, spec: dict[str, Any], settings: Settings) -> list[Route]:
+def _routes(table: Table, spec: dict[str, Any], settings: Settings, clock: Clock) -> list[Route]:
     validators = compile_validators(spec)
     routes = []
     for op in table.operations:
         validator = validators.get((op.method, op.path))
         if validator is None:
             raise MappingError(f"openapi.yaml has no {op.method} {op.path} ({op.operation_id})")
-        routes.append(Route(op.path, _endpoint(op, validator, settings), methods=[op.method]))
+        routes.append(Route(op.path, _endpoint(op, validator, settings, clock), methods=[op.method]))
     return routes
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def create_app(settings: Settings | None = None, *,
-               transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+               transport: httpx.AsyncBaseTransport | None = None,
+               clock: Clock = _now) -> Starlette:
     settings = settings or Settings()
     table, spec = load_table(), load_spec()
     url = settings.upstream_url
@@ -183,7 +192,7 @@ def create_app(settings: Settings | None = None, *,
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    routes = _routes(table, spec, settings) + [
+    routes = _routes(table, spec, settings, clock) + [
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

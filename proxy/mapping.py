@@ -66,7 +66,7 @@ class CommandChoice:
 @dataclass(frozen=True, slots=True)
 class NotFoundRule:
     errors: str
-    names: tuple[str, ...]
+    says: tuple[str, ...]  # templates: literal text with {envelope/path} holes
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +277,9 @@ class _Loader:
         not_found = None
         if "not_found" in data:
             rule = reader.child("not_found")
-            rule.mapping({"errors", "names"}, {"errors", "names"})
+            rule.mapping({"errors", "says"}, {"errors", "says"})
             rule.element_path("errors")
-            not_found = NotFoundRule(str(rule.data["errors"]), tuple(map(str, rule.data["names"])))
+            not_found = NotFoundRule(str(rule.data["errors"]), tuple(map(str, rule.data["says"])))
         window = None
         if "window" in data:
             w = reader.child("window")

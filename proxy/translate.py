@@ -223,13 +223,27 @@ def read_answer(op: Operation, root: etree._Element, document: JSON) -> dict[str
 
 
 def names_not_found(op: Operation, envelope: etree._Element, root: etree._Element) -> str | None:
-    """The upstream error that names what the URL asked for, when the table has such a rule."""
+    """The upstream error that says what the URL asked for does not exist, if the table has
+    such a rule and the answer such an error."""
     rule = op.not_found
     if rule is None:
         return None
-    asked = [t for path in rule.names for el in envelope.findall(path) if (t := _node_text(el))]
+    patterns = [_said(template, envelope) for template in rule.says]
     for error in root.findall(rule.errors):
         text = _node_text(error) or ""
-        if any(re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text) for name in asked):
+        if any(pattern.search(text) for pattern in patterns):
             return text
     return None
+
+
+def _said(template: str, envelope: etree._Element) -> re.Pattern[str]:
+    """"list {cl/id} is gone" -> a pattern matching "list 21518 is gone" for the envelope's id."""
+    parts = re.split(r"\{([^}]+)\}", template)
+    regex = ""
+    for index, part in enumerate(parts):
+        if index % 2 == 0:
+            regex += re.escape(part)
+        else:
+            texts = [re.escape(t) for el in envelope.findall(part) if (t := _node_text(el))]
+            regex += rf"(?<!\w)(?:{'|'.join(texts) or '(?!)'})(?!\w)"
+    return re.compile(regex, re.IGNORECASE)

@@ -36,11 +36,7 @@ class Parameter:
     location: str  # "path" | "query"
     required: bool
     schema: Mapping[str, Any]
-
-    @property
-    def kind(self) -> str:
-        kind = self.schema.get("type", "string")
-        return kind if isinstance(kind, str) else "string"
+    kind: str  # the JSON type the query string is coerced to
 
 
 class OperationValidator:
@@ -130,17 +126,29 @@ def _explain(error: ValidationError, base: str) -> list[FieldError]:
     return [FieldError(at, error.message)]
 
 
-def _parameters(spec: Mapping[str, Any], items: Iterable[Mapping[str, Any]]) -> list[Parameter]:
+def _lookup(spec: Mapping[str, Any], pointer: str) -> Any:
+    node: Any = spec
+    for token in pointer.lstrip("/").split("/"):
+        node = node[token.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _parameters(spec: Mapping[str, Any], items: Iterable[tuple[str, Mapping[str, Any]]]
+                ) -> list[Parameter]:
+    """Path and query parameters, each schema as a $ref into the spec so its own refs resolve."""
     params = []
-    for item in items:
-        if "$ref" in item:  # "#/components/parameters/Name"
-            node: Any = spec
-            for token in item["$ref"][2:].split("/"):
-                node = node[token.replace("~1", "/").replace("~0", "~")]
-            item = node
-        if item["in"] in ("path", "query"):
-            params.append(Parameter(item["name"], item["in"], bool(item.get("required")),
-                                    item.get("schema", {})))
+    for pointer, item in items:
+        while "$ref" in item:  # "#/components/parameters/Name"
+            pointer = item["$ref"][1:]
+            item = _lookup(spec, pointer)
+        if item["in"] not in ("path", "query"):
+            continue
+        resolved = item.get("schema", {})
+        while "$ref" in resolved:
+            resolved = _lookup(spec, resolved["$ref"][1:])
+        schema = {"$ref": f"{SPEC_URI}#{pointer}/schema"}
+        params.append(Parameter(item["name"], item["in"], bool(item.get("required")), schema,
+                                resolved.get("type", "string")))
     return params
 
 
@@ -150,12 +158,15 @@ def compile_validators(spec: Mapping[str, Any]) -> dict[tuple[str, str], Operati
     registry: Registry = Registry().with_resource(SPEC_URI, resource)
     validators = {}
     for path, item in spec["paths"].items():
-        shared = item.get("parameters", [])
+        shared = [(f"/paths/{_escape(path)}/parameters/{i}", p)
+                  for i, p in enumerate(item.get("parameters", []))]
         for method, operation in item.items():
             if method == "parameters" or not isinstance(operation, dict):
                 continue
             pointer = f"/paths/{_escape(path)}/{method}"
-            params = _parameters(spec, [*shared, *operation.get("parameters", [])])
+            own = [(f"{pointer}/parameters/{i}", p)
+                   for i, p in enumerate(operation.get("parameters", []))]
+            params = _parameters(spec, [*shared, *own])
             validators[(method.upper(), path)] = OperationValidator(
                 registry, pointer, operation, params)
     return validators

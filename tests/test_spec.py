@@ -1,0 +1,126 @@
+"""openapi.yaml, the mapping table and the routes describe the same API."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from proxy.app import create_app, load_spec
+from proxy.mapping import Element, Field, Operation, load_table
+
+SPEC = load_spec()
+TABLE = load_table()
+OPERATIONS = {op.operation_id: op for op in TABLE.operations}
+
+
+def _spec_operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
+    found = {}
+    for path, item in SPEC["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "operationId" in operation:
+                found[operation["operationId"]] = (method.upper(), path, operation)
+    return found
+
+
+SPEC_OPERATIONS = _spec_operations()
+
+
+def _deref(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = SPEC
+        for token in node["$ref"][2:].split("/"):
+            target = target[token]
+        node = target
+    return node
+
+
+def _schema_paths(schema: dict[str, Any], at: str) -> set[str]:
+    """Every leaf path of a schema: /recipients/*/phone."""
+    schema = _deref(schema)
+    paths: set[str] = set()
+    for key in ("allOf", "anyOf", "oneOf"):
+        for branch in schema.get(key, []):
+            if set(branch) != {"required"}:  # a branch that only requires adds no field
+                paths |= _schema_paths(branch, at)
+    if "properties" in schema:
+        for name, sub in schema["properties"].items():
+            paths |= _schema_paths(sub, f"{at}/{name}")
+    elif schema.get("type") == "array":
+        paths |= _schema_paths(schema["items"], f"{at}/*")
+    elif not any(k in schema for k in ("allOf", "anyOf", "oneOf")):
+        paths.add(at)
+    return paths
+
+
+def _normalise(pointer: str) -> str:
+    return re.sub(r"/[0-9]+(?=/|$)", "/*", pointer)
+
+
+def _element_pointers(elements: tuple[Element, ...], at: str = "") -> set[str]:
+    pointers: set[str] = set()
+    for element in elements:
+        base = at if element.each is None else f"{at}{element.each}/*"
+        if element.source is not None:
+            pointers.add(_normalise(base + element.source))
+        pointers |= _element_pointers(element.attributes, base)
+        pointers |= _element_pointers(element.children or (), base)
+    return pointers
+
+
+def _field_paths(fields: tuple[Field, ...], at: str = "") -> set[str]:
+    paths: set[str] = set()
+    for field in fields:
+        here = f"{at}/{field.name}" + ("/*" if field.each is not None else "")
+        if field.fields is not None:
+            paths |= _field_paths(field.fields, here)
+        else:
+            paths.add(here)
+    return paths
+
+
+def test_openapi_yaml_is_a_valid_openapi_31_document():
+    validate(SPEC)
+    assert SPEC["openapi"].startswith("3.1")
+
+
+def test_operations_match_the_mapping_table():
+    assert set(SPEC_OPERATIONS) == set(OPERATIONS)
+    for op_id, (method, path, operation) in SPEC_OPERATIONS.items():
+        op = OPERATIONS[op_id]
+        assert (method, path) == (op.method, op.path), op_id
+        command = operation["x-smsleads-command"]
+        assert (command if isinstance(command, list) else [command]) == list(op.command_names)
+
+
+@pytest.mark.parametrize("op_id", sorted(OPERATIONS))
+def test_request_fields_match_the_mapping_table(op_id):
+    op: Operation = OPERATIONS[op_id]
+    operation = SPEC_OPERATIONS[op_id][2]
+    used = _element_pointers(op.request) | ({op.window.start, op.window.end} if op.window else set())
+    described = {f"/{p['in']}/{p['name']}" + ("/*" if _deref(p["schema"]).get("type") == "array" else "")
+                 for p in map(_deref, operation.get("parameters", []))}
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if body is not None:
+        described |= _schema_paths(body["schema"], "/body")
+    assert {p for p in used if not p.startswith("/auth/")} == described
+
+
+@pytest.mark.parametrize("op_id", sorted(OPERATIONS))
+def test_answer_fields_match_the_mapping_table(op_id):
+    op = OPERATIONS[op_id]
+    response = SPEC_OPERATIONS[op_id][2]["responses"][str(op.success)]
+    content = _deref(response).get("content", {}).get("application/json")
+    if op.success == 204:
+        assert content is None and not op.response
+        return
+    assert _schema_paths(content["schema"], "") == _field_paths(op.response)
+
+
+def test_routes_are_the_spec_operations():
+    app = create_app()
+    served = {(method, route.path) for route in app.routes for method in (route.methods or ())
+              if route.path.startswith("/v1/") and method != "HEAD"}  # Starlette adds HEAD
+    assert served == {(m, p) for m, p, _ in SPEC_OPERATIONS.values()}
