@@ -30,6 +30,14 @@ class Credentials:
         return f"Credentials(username={self.username!r}, token=<redacted>)"
 
 
+def _utf8(header: str) -> str:
+    """Starlette decodes headers as Latin-1; a UTF-8 username is read as UTF-8."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
+
+
 def credentials(headers: Headers) -> Credentials:
     header = headers.get("authorization")
     if not header:
@@ -45,7 +53,7 @@ def credentials(headers: Headers) -> Credentials:
         if not colon:
             raise Unauthorized("the Basic credentials need username:token")
     elif scheme.lower() == "bearer":
-        username, token = headers.get(USERNAME_HEADER, ""), param
+        username, token = _utf8(headers.get(USERNAME_HEADER, "")), param
         if not username:
             raise Unauthorized("a Bearer token needs the X-SMSLeads-Username header")
     else:

@@ -111,10 +111,9 @@ def _phone_from_xml(text: str) -> str:
         return text
 
 
-# RFC 3339 with an offset. A "+" that arrived unencoded in a query string became a space:
-# "2024-03-29T10:00:00 03:00" is read as "+03:00" rather than rejected.
+# RFC 3339 (section 5.6) with an offset.
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+\- ]\d{2}:\d{2})"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+\-]\d{2}:\d{2})"
 )
 
 
@@ -123,8 +122,6 @@ def _israel_time_to_xml(value: JSON) -> str:
         raise ConversionError(
             "must be an RFC 3339 date-time with an offset, e.g. 2024-03-29T10:00:00+03:00"
         )
-    if value[-6] == " ":
-        value = value[:-6] + "+" + value[-5:]
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:

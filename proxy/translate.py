@@ -146,8 +146,6 @@ def check_window(window: Window, document: JSON, now: datetime) -> None:
 
 
 def _instant(text: str) -> datetime:
-    if len(text) > 6 and text[-6] == " ":  # a "+" that a query string turned into a space
-        text = text[:-6] + "+" + text[-5:]
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         raise ValueError(text)

@@ -7,6 +7,7 @@ are coerced by their declared types first (``?n=3`` is an integer where the sche
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from proxy.errors import FieldError, RequestInvalid
 from proxy.types import JSON
 
 SPEC_URI = "urn:smsleads-proxy:openapi"
+_PLUS_AS_SPACE = re.compile(r" ([0-9]{2}:[0-9]{2})$")
 
 
 def _escape(token: str | int) -> str:
@@ -37,6 +39,7 @@ class Parameter:
     required: bool
     schema: Mapping[str, Any]
     kind: str  # the JSON type the query string is coerced to
+    format: str | None = None
 
 
 class OperationValidator:
@@ -71,9 +74,13 @@ class OperationValidator:
     def coerce_query(self, multi: Iterable[tuple[str, str]]) -> dict[str, JSON]:
         """Query pairs -> typed values (arrays repeat the name: ?external_id=a&external_id=b)."""
         kinds = {p.name: p.kind for p in self.parameters if p.location == "query"}
+        times = {p.name for p in self.parameters if p.format == "date-time"}
         query: dict[str, JSON] = {}
         for name, raw in multi:
             kind = kinds.get(name, "string")
+            if name in times:
+                # An unencoded "+" in a query string decodes as a space: "…T10:00:00 03:00".
+                raw = _PLUS_AS_SPACE.sub(r"+\1", raw)
             value: JSON = raw
             if kind == "integer" and raw.lstrip("-").isdigit():
                 value = int(raw)
@@ -148,7 +155,7 @@ def _parameters(spec: Mapping[str, Any], items: Iterable[tuple[str, Mapping[str,
             resolved = _lookup(spec, resolved["$ref"][1:])
         schema = {"$ref": f"{SPEC_URI}#{pointer}/schema"}
         params.append(Parameter(item["name"], item["in"], bool(item.get("required")), schema,
-                                resolved.get("type", "string")))
+                                resolved.get("type", "string"), resolved.get("format")))
     return params
 
 
