@@ -151,7 +151,8 @@ def _routes(table: Table, spec: dict[str, Any], settings: Settings, clock: Clock
         validator = validators.get((op.method, op.path))
         if validator is None:
             raise MappingError(f"openapi.yaml has no {op.method} {op.path} ({op.operation_id})")
-        routes.append(Route(op.path, _endpoint(op, validator, settings, clock), methods=[op.method]))
+        endpoint = _endpoint(op, validator, settings, clock)
+        routes.append(Route(op.path, endpoint, methods=[op.method]))
     return routes
 
 
@@ -173,7 +174,8 @@ def create_app(settings: Settings | None = None, *,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(settings.upstream_timeout, connect=settings.upstream_connect_timeout)
+        timeout = httpx.Timeout(settings.upstream_timeout,
+                                connect=settings.upstream_connect_timeout)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         async with httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits) as client:
             app.state.upstream = Upstream(client, url, table.statuses, unclosed=table.unclosed,
@@ -192,7 +194,8 @@ def create_app(settings: Settings | None = None, *,
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    routes = _routes(table, spec, settings, clock) + [
+    routes = [
+        *_routes(table, spec, settings, clock),
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -140,7 +140,7 @@ def _israel_time_from_xml(text: str) -> str:
 
 def enum(name: str, values: Mapping[str, str | list[str]]) -> Converter:
     """JSON names <-> upstream codes; several codes may share one name (DLR states)."""
-    to_code = {key: (codes if isinstance(codes, str) else codes[0]) for key, codes in values.items()}
+    to_code = {key: codes if isinstance(codes, str) else codes[0] for key, codes in values.items()}
     to_name = {
         code: key
         for key, codes in values.items()

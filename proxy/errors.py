@@ -22,6 +22,7 @@ upstream.py for the wire, app.py for the request body.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from proxy.types import JSON
 
 PROBLEM_BASE = "/problems/"

@@ -203,7 +203,7 @@ class _Loader:
             children = self.elements(reader.child("children"))
         elif not {"from", "value", "each", "default"} & set(data):
             raise reader.fail("needs one of from, value, each, children")
-        attributes = ()
+        attributes: tuple[Element, ...] = ()
         if "attributes" in data:
             attrs = reader.child("attributes")
             attributes = tuple(self.element(attrs.child(a), a) for a in attrs.mapping())
@@ -265,7 +265,8 @@ class _Loader:
             raise reader.fail("every choice but the last needs `when`; the last has none")
         return tuple(choices)
 
-    def operation(self, reader: _Reader, operation_id: str, envelope: tuple[Element, ...]) -> Operation:
+    def operation(self, reader: _Reader, operation_id: str,
+                  envelope: tuple[Element, ...]) -> Operation:
         keys = {"http", "command", "success", "request", "response", "location", "not_found",
                 "window"}
         data = reader.mapping(keys, {"http", "command", "success"})
@@ -293,7 +294,8 @@ class _Loader:
             path=path,
             commands=self.commands(reader.child("command")),
             success=int(data["success"]),
-            request=envelope + (self.elements(reader.child("request")) if "request" in data else ()),
+            request=(*envelope,
+                     *(self.elements(reader.child("request")) if "request" in data else ())),
             response=self.fields(reader.child("response")) if "response" in data else (),
             location=reader.text("location"),
             not_found=not_found,

@@ -9,9 +9,10 @@ It knows no command: everything it does is said by an :class:`~proxy.mapping.Ope
 
 from __future__ import annotations
 
+import enum
 import re
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypeAlias
 
 from lxml import etree
 
@@ -20,15 +21,22 @@ from proxy.errors import FieldError, RequestInvalid, UpstreamBadAnswer
 from proxy.mapping import Element, Field, Operation, Window
 from proxy.types import JSON
 
-MISSING: Any = object()
-"""What a pointer or an element path resolves to when nothing is there."""
+
+class Missing(enum.Enum):
+    """What a pointer or an element path resolves to when nothing is there."""
+
+    MISSING = enum.auto()
 
 
-def resolve(document: JSON, pointer: str) -> JSON:
+MISSING = Missing.MISSING
+Value: TypeAlias = "JSON | Missing"
+
+
+def resolve(document: JSON, pointer: str) -> Value:
     """RFC 6901 JSON pointer; :data:`MISSING` where the document has no such value."""
     if pointer == "":
         return document
-    value = document
+    value: JSON = document
     for token in pointer[1:].split("/"):
         token = token.replace("~1", "/").replace("~0", "~")
         if isinstance(value, dict) and token in value:
@@ -158,7 +166,7 @@ def _instant(text: str) -> datetime:
 def _node_text(node: etree._Element | None) -> str | None:
     if node is None:
         return None
-    text = "".join(node.itertext()).strip()
+    text = "".join(str(part) for part in node.itertext()).strip()
     return text or None
 
 
@@ -174,7 +182,7 @@ class _Reader:
                 out[spec.name] = value
         return out
 
-    def field(self, spec: Field, node: etree._Element) -> JSON:
+    def field(self, spec: Field, node: etree._Element) -> Value:
         if spec.echo is not None:
             return resolve(self.document, spec.echo)
         if spec.each is not None:
@@ -183,10 +191,10 @@ class _Reader:
                 rows = [row for row in rows if _node_text(row.find(spec.where)) is not None]
             if spec.group_by is not None:
                 rows = _grouped(rows, spec.group_by)
-            return [self.item(spec, row) for row in rows]
+            return [item for row in rows if (item := self.item(spec, row)) is not MISSING]
         return self.item(spec, node)
 
-    def item(self, spec: Field, node: etree._Element) -> JSON:
+    def item(self, spec: Field, node: etree._Element) -> Value:
         if spec.fields is not None:
             return self.fields(spec.fields, node)
         source = spec.source or "."

@@ -102,7 +102,8 @@ def _translated() -> Iterator[None]:
             "the SMS Leads API did not answer in time; whether it acted is unknown"
         ) from exc
     except httpx.HTTPError as exc:
-        raise UpstreamBadAnswer(f"the exchange with the SMS Leads API broke: {type(exc).__name__}") from exc
+        raise UpstreamBadAnswer(
+            f"the exchange with the SMS Leads API broke: {type(exc).__name__}") from exc
 
 
 class Upstream:
@@ -116,20 +117,29 @@ class Upstream:
         headers = {"Content-Type": "application/xml; charset=utf-8",
                    "Authorization": f"Bearer {token}"}
         with _translated():
-            async with self.client.stream("POST", self.url, content=body, headers=headers) as answer:
-                if answer.status_code != 200:
-                    raise UpstreamBadAnswer(f"the SMS Leads API answered HTTP {answer.status_code}")
-                declared = answer.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self.max_answer_bytes:
-                    raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
-                data = bytearray()
-                async for chunk in answer.aiter_bytes():
-                    data += chunk
-                    if len(data) > self.max_answer_bytes:
-                        raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
+            request = self.client.build_request("POST", self.url, content=body, headers=headers)
+            answer = await self.client.send(request, stream=True)
+            try:
+                data = await self._read(answer)
+            finally:
+                await answer.aclose()
+        return read_status(parse_answer(data, self.unclosed), self.statuses)
+
+    async def _read(self, answer: httpx.Response) -> bytes:
+        """The body of a 200, read no further than the limit (a 100 MB answer is refused)."""
+        if answer.status_code != 200:
+            raise UpstreamBadAnswer(f"the SMS Leads API answered HTTP {answer.status_code}")
+        declared = answer.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_answer_bytes:
+            raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
+        data = bytearray()
+        async for chunk in answer.aiter_bytes():
+            data += chunk
+            if len(data) > self.max_answer_bytes:
+                raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
         if not data.strip():
             raise UpstreamBadAnswer("the SMS Leads API answered with an empty body")
-        return read_status(parse_answer(bytes(data), self.unclosed), self.statuses)
+        return bytes(data)
 
 
 __all__ = ["Answer", "Upstream", "UpstreamError", "parse_answer", "read_status"]

@@ -125,7 +125,7 @@ def _explain(error: ValidationError, base: str) -> list[FieldError]:
         missing = [n for n in error.validator_value
                    if isinstance(error.instance, dict) and n not in error.instance]
         return [FieldError(f"{at}/{_escape(name)}", "is required") for name in missing]
-    if error.validator == "anyOf" and all(
+    if error.validator == "anyOf" and isinstance(error.validator_value, list) and all(
         set(branch) == {"required"} for branch in error.validator_value
     ):
         names = " or ".join(", ".join(b["required"]) for b in error.validator_value)
