@@ -30,6 +30,7 @@ from proxy.errors import (
     Refusal,
     RouteNotFound,
     UnsupportedMediaType,
+    UpstreamBadAnswer,
     UpstreamRefused,
 )
 from proxy.mapping import MappingError, Operation, Table, load_table
@@ -123,6 +124,10 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
         if op.success == 204:
             return Response(status_code=204)
         body = read_answer(op, answer.root, document)
+        gaps = validator.answer.missing(body)
+        if gaps:
+            raise UpstreamBadAnswer(f"the upstream's answer lacks {', '.join(gaps)}",
+                                    upstream_status=answer.status)
         headers = {}
         if op.location is not None:
             headers["Location"] = op.location.format_map(body)

@@ -130,11 +130,10 @@ class UpstreamRefused(UpstreamError):
 
     def __init__(self, refusal: Refusal, upstream_status: int | None, upstream_message: str,
                  detail: str | None = None) -> None:
-        super().__init__(
-            detail or upstream_message or refusal.title,
-            upstream_status=upstream_status,
-            upstream_message=upstream_message,
-        )
+        extensions: dict[str, JSON] = {"upstream_message": upstream_message}
+        if upstream_status is not None:
+            extensions["upstream_status"] = upstream_status
+        super().__init__(detail or upstream_message or refusal.title, **extensions)
         self.status, self.slug, self.title = refusal.http, refusal.slug, refusal.title
         if refusal.retry_after is not None:
             self.headers["Retry-After"] = str(refusal.retry_after)

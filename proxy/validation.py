@@ -42,12 +42,52 @@ class Parameter:
     format: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The required fields of a success answer, as the spec promises them to clients."""
+
+    required: tuple[str, ...] = ()
+    properties: Mapping[str, Shape] | None = None
+    items: Shape | None = None
+
+    def missing(self, value: JSON, at: str = "") -> list[str]:
+        if isinstance(value, dict):
+            gaps = [f"{at}/{name}" for name in self.required if name not in value]
+            for name, shape in (self.properties or {}).items():
+                if name in value:
+                    gaps += shape.missing(value[name], f"{at}/{name}")
+            return gaps
+        if isinstance(value, list) and self.items is not None:
+            return [gap for i, item in enumerate(value)
+                    for gap in self.items.missing(item, f"{at}/{i}")]
+        return []
+
+
+def _shape(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> Shape:
+    while "$ref" in schema:
+        schema = _lookup(spec, schema["$ref"][1:])
+    properties = {name: _shape(spec, sub) for name, sub in schema.get("properties", {}).items()}
+    items = _shape(spec, schema["items"]) if "items" in schema else None
+    return Shape(tuple(schema.get("required", ())), properties or None, items)
+
+
+def _answer_shape(spec: Mapping[str, Any], operation: Mapping[str, Any]) -> Shape:
+    for status, response in operation.get("responses", {}).items():
+        while "$ref" in response:
+            response = _lookup(spec, response["$ref"][1:])
+        schema = response.get("content", {}).get("application/json", {}).get("schema")
+        if str(status).startswith("2") and schema is not None:
+            return _shape(spec, schema)
+    return Shape()
+
+
 class OperationValidator:
     """Checks one operation's {body, path, query} as the spec describes them."""
 
     def __init__(self, registry: Registry, pointer: str, operation: Mapping[str, Any],
-                 parameters: list[Parameter]) -> None:
+                 parameters: list[Parameter], answer: Shape) -> None:
         self.parameters = parameters
+        self.answer = answer
         self.body: OAS31Validator | None = None
         content = operation.get("requestBody", {}).get("content", {})
         if "application/json" in content:
@@ -175,5 +215,5 @@ def compile_validators(spec: Mapping[str, Any]) -> dict[tuple[str, str], Operati
                    for i, p in enumerate(operation.get("parameters", []))]
             params = _parameters(spec, [*shared, *own])
             validators[(method.upper(), path)] = OperationValidator(
-                registry, pointer, operation, params)
+                registry, pointer, operation, params, _answer_shape(spec, operation))
     return validators

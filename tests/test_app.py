@@ -262,3 +262,15 @@ def test_the_spec_is_served_as_yaml_and_json():
     assert as_json["openapi"].startswith("3.1")
     assert as_yaml.headers["content-type"].startswith("application/yaml")
     assert b"operationId: sendMessage" in as_yaml.content
+
+
+@pytest.mark.parametrize("url, body", [
+    ("/v1/balance", None),
+    ("/v1/contact-lists", {"name": "x", "contacts": []}),
+])
+def test_an_answer_without_what_the_spec_promises_is_502(url, body):
+    answer = b"<x><status>0</status><message>ok</message></x>"
+    with client_for(Recorder(answer)) as client:
+        response = client.post(url, json=body) if body else client.get(url)
+    problem = assert_problem(response, 502, "upstream-bad-answer")
+    assert problem["upstream_status"] == 0
