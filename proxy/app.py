@@ -36,6 +36,7 @@ from proxy.errors import (
 from proxy.mapping import MappingError, Operation, Table, load_table
 from proxy.settings import Settings
 from proxy.translate import build_envelope, check_window, names_not_found, read_answer
+from proxy.transport import AiohttpTransport
 from proxy.types import JSON
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator, compile_validators
@@ -181,9 +182,9 @@ def create_app(settings: Settings | None = None, *,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.upstream_timeout,
                                 connect=settings.upstream_connect_timeout)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-        async with httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits) as client:
-            app.state.upstream = Upstream(client, url, table.statuses, unclosed=table.unclosed,
+        async with transport or AiohttpTransport(max_connections=200) as wire:
+            app.state.upstream = Upstream(wire, url, table.statuses, timeout=timeout,
+                                          unclosed=table.unclosed,
                                           max_answer_bytes=settings.max_answer_bytes)
             yield
 

@@ -10,6 +10,7 @@ It knows no command: everything it does is said by an :class:`~proxy.mapping.Ope
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import TypeAlias
@@ -32,13 +33,18 @@ MISSING = Missing.MISSING
 Value: TypeAlias = "JSON | Missing"
 
 
+@functools.lru_cache(maxsize=1024)
+def _tokens(pointer: str) -> tuple[str, ...]:
+    """A pointer's reference tokens, unescaped; pointers come from the table, a few dozen."""
+    if pointer == "":
+        return ()
+    return tuple(token.replace("~1", "/").replace("~0", "~") for token in pointer[1:].split("/"))
+
+
 def resolve(document: JSON, pointer: str) -> Value:
     """RFC 6901 JSON pointer; :data:`MISSING` where the document has no such value."""
-    if pointer == "":
-        return document
     value: JSON = document
-    for token in pointer[1:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
+    for token in _tokens(pointer):
         if isinstance(value, dict) and token in value:
             value = value[token]
         elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
@@ -166,8 +172,9 @@ def _instant(text: str) -> datetime:
 def _node_text(node: etree._Element | None) -> str | None:
     if node is None:
         return None
-    text = "".join(str(part) for part in node.itertext()).strip()
-    return text or None
+    # A leaf's text is its only text; mixed content also has its descendants'.
+    text = "".join(str(part) for part in node.itertext()) if len(node) else node.text or ""
+    return text.strip() or None
 
 
 class _Reader:

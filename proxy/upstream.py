@@ -1,8 +1,10 @@
 """The one door to the SMS Leads API: send an envelope, get a checked answer.
 
-A process has one :class:`Upstream`, opened in the app's lifespan around one pooled
-``httpx.AsyncClient``; tests and the embedded sandbox hand in their own transport. Everything
-httpx or lxml can raise is translated here, and only here, into :mod:`proxy.errors`.
+A process has one :class:`Upstream`, opened in the app's lifespan around one pooled transport
+(``httpx.AsyncBaseTransport``: proxy/transport.py's in production; tests and the embedded
+sandbox hand in their own). It calls the transport directly: httpx's client would only add
+cookies, redirects and default headers a proxy has no use for, and their cost (bench/).
+Everything httpx or lxml can raise is translated here, and only here, into :mod:`proxy.errors`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _PARSER = etree.XMLParser(
 _DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
 _ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _WRAPPER = "answer"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)  # the settings' defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +110,11 @@ def _translated() -> Iterator[None]:
 
 
 class Upstream:
-    def __init__(self, client: httpx.AsyncClient, url: str, statuses: StatusTable, *,
+    def __init__(self, transport: httpx.AsyncBaseTransport, url: str, statuses: StatusTable, *,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT,
                  unclosed: tuple[str, ...] = (), max_answer_bytes: int = 8 * 1024 * 1024) -> None:
-        self.client, self.url, self.statuses = client, url, statuses
+        self.transport, self.url, self.statuses = transport, httpx.URL(url), statuses
+        self.timeout = timeout.as_dict()
         self.unclosed, self.max_answer_bytes = unclosed, max_answer_bytes
 
     async def call(self, envelope: etree._Element, token: str) -> Answer:
@@ -117,8 +122,9 @@ class Upstream:
         headers = {"Content-Type": "application/xml; charset=utf-8",
                    "Authorization": f"Bearer {token}"}
         with _translated():
-            request = self.client.build_request("POST", self.url, content=body, headers=headers)
-            answer = await self.client.send(request, stream=True)
+            request = httpx.Request("POST", self.url, content=body, headers=headers,
+                                    extensions={"timeout": self.timeout})
+            answer = await self.transport.handle_async_request(request)
             try:
                 data = await self._read(answer)
             finally:
