@@ -87,13 +87,14 @@ def _national_number(value: JSON, pattern: re.Pattern[str], kind: str) -> str:
     if not isinstance(value, str):
         raise ConversionError("must be a string")
     raw = value.strip()
-    if not _WRITTEN_PHONE.fullmatch(raw):
-        raise ConversionError(f"{value!r} is not a phone number (digits, +, spaces, dashes)")
-    digits = _SEPARATORS.sub("", raw)
-    plain = _PLAIN.fullmatch(digits)
+    plain = _PLAIN.fullmatch(raw)  # bare digits: a form _WRITTEN_PHONE accepts
+    if plain is None:
+        if not _WRITTEN_PHONE.fullmatch(raw):
+            raise ConversionError(f"{value!r} is not a phone number (digits, +, spaces, dashes)")
+        plain = _PLAIN.fullmatch(_SEPARATORS.sub("", raw))
     if plain is not None and pattern.fullmatch(plain.group(1)):
         return plain.group(1)
-    return _parsed_national_number(value, raw, digits, pattern, kind)
+    return _parsed_national_number(value, raw, _SEPARATORS.sub("", raw), pattern, kind)
 
 
 def _parsed_national_number(value: str, raw: str, digits: str, pattern: re.Pattern[str],

@@ -92,13 +92,14 @@ class _Builder:
         items = resolve(context, spec.each)
         if items is MISSING:
             if spec.default is not None:
-                self.put(etree.SubElement(parent, spec.name), None, spec.default, at + spec.each)
+                self.put(etree.SubElement(parent, spec.name), None, spec.default, at, spec.each)
             return
         if not isinstance(items, list):
             self.errors.append(FieldError(at + spec.each, "must be an array"))
             return
+        base = f"{at}{spec.each}/"
         for index, item in enumerate(items):
-            self.emit_one(parent, spec, item, f"{at}{spec.each}/{index}")
+            self.emit_one(parent, spec, item, base + str(index))
 
     def emit_one(self, parent: etree._Element, spec: Element, context: JSON, at: str) -> None:
         if spec.children is not None:
@@ -110,13 +111,14 @@ class _Builder:
             if text is None:
                 return
             element = etree.SubElement(parent, spec.name)
-            self.put(element, None, text, at + (spec.source or ""))
+            self.put(element, None, text, at, spec.source)
         for attribute in spec.attributes:
             value = self.text(attribute, context, at)
             if value is not None:
-                self.put(element, attribute.name, value, at + (attribute.source or ""))
+                self.put(element, attribute.name, value, at, attribute.source)
 
-    def put(self, element: etree._Element, attribute: str | None, text: str, at: str) -> None:
+    def put(self, element: etree._Element, attribute: str | None, text: str, at: str,
+            source: str | None) -> None:
         # lxml refuses what XML 1.0 cannot carry (NUL, most C0 controls, lone surrogates).
         try:
             if attribute is None:
@@ -124,7 +126,8 @@ class _Builder:
             else:
                 element.set(attribute, text)
         except ValueError:
-            self.errors.append(FieldError(at, "contains characters that XML cannot carry"))
+            self.errors.append(FieldError(at + (source or ""),
+                                          "contains characters that XML cannot carry"))
 
 
 def build_envelope(op: Operation, document: JSON) -> etree._Element:
