@@ -18,6 +18,7 @@ aiohttp's exceptions become httpx's here, and only here, the way httpx maps http
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -72,22 +73,34 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp session with a pool of ``max_connections``, opened on first use (aiohttp
     needs the running event loop) and closed with the transport.
 
-    Like httpx's defaults it honours HTTP(S)_PROXY/NO_PROXY and SSL_CERT_FILE
-    (``trust_env``), verifies TLS with httpx's context and follows no redirect; it leaves
-    Content-Encoding to httpx, which decodes as it reads.
+    Like httpx's defaults it honours HTTP(S)_PROXY/NO_PROXY and SSL_CERT_FILE, verifies TLS
+    with httpx's context and follows no redirect; it leaves Content-Encoding to httpx, which
+    decodes as it reads. The proxy for a host is looked up once: aiohttp's ``trust_env`` looks
+    it up, and reads ~/.netrc, in a thread for every request, which cost the proxy half its
+    throughput (bench/RESULTS.md).
     """
 
     def __init__(self, max_connections: int = 200, keepalive_expiry: float = 5.0) -> None:
         self.max_connections, self.keepalive_expiry = max_connections, keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.max_connections,
                                          keepalive_timeout=self.keepalive_expiry,
                                          ssl=httpx.create_ssl_context())
-        return aiohttp.ClientSession(connector=connector, trust_env=True,
-                                     auto_decompress=False, timeout=aiohttp.ClientTimeout())
+        return aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                     timeout=aiohttp.ClientTimeout())
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        """The environment's proxy for this URL (HTTPS_PROXY, NO_PROXY…), as httpx finds it."""
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            proxies = urllib.request.getproxies()
+            bypass = not proxies or urllib.request.proxy_bypass(url.host)
+            self._proxies[key] = None if bypass else proxies.get(url.scheme)
+        return self._proxies[key]
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         """httpx's connect/read/pool timeouts as aiohttp's, built once per distinct value."""
@@ -110,7 +123,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         with _mapped():
             response = await self._session.request(
                 request.method, str(request.url), data=body or None, headers=headers,
-                allow_redirects=False, timeout=self._timeout(request))
+                allow_redirects=False, timeout=self._timeout(request),
+                proxy=self._proxy(request.url))
         return httpx.Response(response.status, headers=response.raw_headers,
                               stream=_Body(response), request=request,
                               extensions={"http_version": b"HTTP/1.1"})

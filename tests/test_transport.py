@@ -194,3 +194,14 @@ async def test_an_oversized_answer_is_refused_and_the_next_call_works():
             await upstream.call(etree.Element("balance"), "t")
         answer = await upstream.call(etree.Element("balance"), "t")
     assert answer.root.findtext("balance") == "42"
+
+
+async def test_an_http_proxy_from_the_environment_is_used(monkeypatch):
+    seen: list[tuple[bytes, bytes]] = []
+    async with raw_upstream(answering(BALANCE, seen=seen)) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.removesuffix("/api"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        answer = await call("http://sms-leads.invalid/api")
+    assert answer.root.findtext("balance") == "42"
+    assert seen[0][0].startswith(b"POST http://sms-leads.invalid/api HTTP/1.1\r\n")
