@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None, *,
     held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
     if held is not None:
         logs.hide(held.token)
-    monitor = Monitor()
+    monitor = Monitor(lambda: clock().timestamp())
     readiness = health.Readiness(monitor, health.probe_envelope(table),
                                  settings.readiness_window, settings.readiness_timeout)
     if transport is None and settings.sandbox:
@@ -237,4 +237,5 @@ def create_app(settings: Settings | None = None, *,
                     exception_handlers={ProblemError: _problem, HTTPException: _problem,
                                         500: _bug})
     app.state.authenticate = credentials if held is None else held.credentials
+    app.state.monitor = monitor
     return app

@@ -38,7 +38,8 @@ class Readiness:
 
     def _recent(self) -> float | None:
         age = self.monitor.answered_within()
-        return age if age is not None and age <= self.window else None
+        # A negative age is a wall clock set back: not trusted, the probe decides.
+        return age if age is not None and 0 <= age <= self.window else None
 
     async def check(self, upstream: Upstream) -> float:
         """Seconds since the upstream last answered; :class:`NotReady` when it will not."""

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object a line on stderr, for the proxy and for uvicorn alike.
 
     {"time": "2026-11-25T10:00:00.123+00:00", "level": "INFO", "logger": "smsleads_proxy.access",
-     "message": "request", "request_id": "4bf9…", "route": "/v1/balance", "status": 200, …}
+     "pid": 7, "message": "request", "request_id": "4bf9…", "route": "/v1/balance", …}
 
 The proxy never logs a header or a body; as a second line of defence every formatted line is
 scrubbed of Basic and Bearer credentials and of the secrets registered with :func:`hide`.
@@ -41,8 +41,9 @@ def redact(text: str) -> str:
 class JsonFormatter(_JsonFormatter):
     def __init__(self) -> None:
         super().__init__(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
+                           "process": "pid"},
             # uvicorn adds a coloured copy of its messages for terminals.
             reserved_attrs=[*RESERVED_ATTRS, "color_message"],
             json_ensure_ascii=False,

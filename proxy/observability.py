@@ -78,7 +78,7 @@ class Monitor:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics = Metrics()
-        self.clock = clock
+        self.clock = clock  # seconds; the app hands in its own clock, so tests can move it
         self.last_answer: float | None = None
 
     def answered_within(self) -> float | None:

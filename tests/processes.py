@@ -34,11 +34,8 @@ class Server:
 
     def log_lines(self) -> list[dict]:
         """Every JSON line the server wrote to stderr so far."""
-        lines = []
-        for line in self.stderr.read_text("utf-8").splitlines():
-            if line.startswith("{"):
-                lines.append(json.loads(line))
-        return lines
+        complete = self.stderr.read_text("utf-8").split("\n")[:-1]  # not a line being written
+        return [json.loads(line) for line in complete if line.startswith("{")]
 
     def stop(self) -> int:
         """SIGTERM by PID, as an orchestrator stops a container; the exit code."""
