@@ -13,6 +13,7 @@ endpoint (:class:`WatchedUpstream`) adds its command, status and time to the req
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -93,6 +94,9 @@ class Monitor:
             yield outcome
         except UpstreamError as exc:
             outcome.append(_outcome(exc))
+            raise
+        except asyncio.CancelledError:  # the client went away mid-call
+            outcome.append("cancelled")
             raise
         finally:
             seconds = time.perf_counter() - started

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from proxy.app import create_app
+from proxy.metrics import forget_dead_workers
 from tests.conftest import BASIC, NOW, Recorder
 from tests.processes import running
 
@@ -142,3 +145,15 @@ def test_two_workers_add_up_and_the_metrics_directory_goes_at_exit(tmp_path):
     assert not directory.exists()
     assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 
+
+
+def test_a_dead_workers_in_flight_gauge_is_dropped_but_its_counts_stay(tmp_path, monkeypatch):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a worker that is no more
+    dead.wait()
+    for name in (f"gauge_livesum_{dead.pid}.db", f"counter_{dead.pid}.db",
+                 f"gauge_livesum_{os.getpid()}.db"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    forget_dead_workers()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"counter_{dead.pid}.db", f"gauge_livesum_{os.getpid()}.db"])
