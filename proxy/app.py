@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -48,6 +49,13 @@ def load_spec() -> dict[str, Any]:
     text = resources.files("proxy").joinpath("openapi.yaml").read_text("utf-8")
     spec: dict[str, Any] = yaml.safe_load(text)
     return spec
+
+
+@functools.cache
+def _tables() -> tuple[Table, dict[str, Any], dict[tuple[str, str], OperationValidator]]:
+    """The packaged tables and spec, read and compiled once per process (all read-only)."""
+    spec = load_spec()
+    return load_table(), spec, compile_validators(spec)
 
 
 class ProblemResponse(JSONResponse):
@@ -149,8 +157,8 @@ async def _problem(request: Request, exc: Exception) -> Response:
     raise exc
 
 
-def _routes(table: Table, spec: dict[str, Any], settings: Settings, clock: Clock) -> list[Route]:
-    validators = compile_validators(spec)
+def _routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
+            settings: Settings, clock: Clock) -> list[Route]:
     routes = []
     for op in table.operations:
         validator = validators.get((op.method, op.path))
@@ -169,7 +177,7 @@ def create_app(settings: Settings | None = None, *,
                transport: httpx.AsyncBaseTransport | None = None,
                clock: Clock = _now) -> Starlette:
     settings = settings or Settings()
-    table, spec = load_table(), load_spec()
+    table, spec, validators = _tables()
     url = settings.upstream_url
     if transport is None and settings.sandbox:
         from proxy.sandbox import Sandbox
@@ -200,7 +208,7 @@ def create_app(settings: Settings | None = None, *,
         return JSONResponse({"status": "ok"})
 
     routes = [
-        *_routes(table, spec, settings, clock),
+        *_routes(table, validators, settings, clock),
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
