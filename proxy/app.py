@@ -36,7 +36,7 @@ from proxy.errors import (
 )
 from proxy.mapping import MappingError, Operation, Table, load_table
 from proxy.settings import Settings
-from proxy.translate import build_envelope, check_window, names_not_found, read_answer
+from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
 from proxy.types import JSON
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator, compile_validators
@@ -122,7 +122,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             document["body"] = _parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
         if op.window is not None:
-            check_window(op.window, document, clock())
+            apply_window(op.window, document, clock())
         envelope = build_envelope(op, document)
         upstream: Upstream = request.app.state.upstream
         answer = await upstream.call(envelope, creds.token)

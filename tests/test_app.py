@@ -178,7 +178,7 @@ def test_either_recipients_or_contact_lists_are_needed():
 
 
 @pytest.mark.parametrize("query, pointer", [
-    ({"from": "2026-11-20T00:00:00+02:00"}, "/query/to"),
+    ({"from": "2026-11-10T00:00:00+02:00"}, "/query/to"),
     ({"from": "2026-11-01T00:00:00+02:00", "to": "2026-11-20T00:00:00+02:00"}, "/query/to"),
     ({"from": "2026-11-20T00:00:00+02:00", "to": "2026-11-19T00:00:00+02:00"}, "/query/to"),
     ({"from": "2025-01-01T00:00:00+02:00", "to": "2025-01-02T00:00:00+02:00"}, "/query/from"),
@@ -295,3 +295,13 @@ def test_every_upstream_status_code_reaches_the_client_as_the_table_says(code):
     assert problem["title"] == refusal.title
     if refusal.retry_after is not None:
         assert response.headers["retry-after"] == str(refusal.retry_after)
+
+
+def test_report_window_defaults_to_the_last_day():
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    with client_for(recorder) as client:
+        assert client.get("/v1/incoming-messages").status_code == 200
+        assert "<from>24/11/26 12:00</from><to>25/11/26 12:00</to>" in recorder.envelope
+        assert client.get("/v1/incoming-messages", params={
+            "to": "2026-11-20T10:00:00+02:00"}).status_code == 200
+        assert "<from>19/11/26 10:00</from><to>20/11/26 10:00</to>" in recorder.envelope

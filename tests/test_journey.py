@@ -72,7 +72,7 @@ def test_send_a_message_and_see_the_credits_drop_and_the_reports_arrive(world):
 
 
 def test_a_contact_list_with_dynamic_fields_receives_a_personal_message(world):
-    client, sandbox, clock = world
+    client, _, _ = world
     created = client.post("/v1/contact-lists", json={
         "name": "Haifa customers",
         "contacts": [{"phone": "0501234567", "dynamic_fields": ["Dana", "Haifa"]},

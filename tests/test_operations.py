@@ -278,7 +278,7 @@ def test_reports_without_external_id_use_dlrbydate():
 
 def test_created_contact_list_has_a_location():
     _, answer, _, _ = CASES["createContactList"]
-    method, url, body = example_request("createContactList")
+    _, url, body = example_request("createContactList")
     with client_for(Recorder((DECL + answer).encode())) as client:
         response = client.post(url, json=body)
     assert response.headers["location"] == "/v1/contact-lists/17419"
