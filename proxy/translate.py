@@ -136,21 +136,15 @@ def apply_window(window: Window, document: dict[str, JSON], now: datetime) -> No
     """Fill in the window's defaults, then check the upstream's rule (document 2.2.1: "a range
     of 1 week up to 1 year back"), so a bad window is a 422 naming the field."""
     start, end = resolve(document, window.start), resolve(document, window.end)
-    if end is MISSING:
-        end = now.replace(microsecond=0).isoformat()
-        _put(document, window.end, end)
-    if start is MISSING and isinstance(end, str):
-        try:
-            start = (instant(end) - timedelta(days=window.default_days)).isoformat()
-        except ConversionError:
-            return  # the field's converter names it
-        _put(document, window.start, start)
-    if start is MISSING or end is MISSING:
-        return
     try:
-        begin, finish = instant(start), instant(end)
+        finish = now.replace(microsecond=0) if end is MISSING else instant(end)
+        begin = finish - timedelta(days=window.default_days) if start is MISSING else instant(start)
     except ConversionError:
         return  # the field's converter names it
+    if end is MISSING:
+        _put(document, window.end, finish.isoformat())
+    if start is MISSING:
+        _put(document, window.start, begin.isoformat())
     errors = []
     if finish < begin:
         errors.append(FieldError(window.end, "must not be before from"))
