@@ -180,10 +180,11 @@ def create_app(settings: Settings | None = None, *,
     table, spec, validators = _tables()
     url = settings.upstream_url
     if transport is None and settings.sandbox:
-        from proxy.sandbox import Sandbox
         from proxy.sandbox import create_app as create_sandbox
+        from proxy.sandbox.__main__ import from_environment
 
-        transport, url = httpx.ASGITransport(app=create_sandbox(Sandbox())), SANDBOX_URL
+        transport = httpx.ASGITransport(app=create_sandbox(from_environment()))
+        url = SANDBOX_URL
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
