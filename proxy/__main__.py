@@ -19,8 +19,12 @@ SANDBOX_BANNER = """\
 SMS Leads REST proxy on the embedded sandbox: nothing leaves this machine.
   Demo account: username demo, API token demo-token, 1000 credits.
   API docs:     {base}/docs
+  API:          {base}/openapi.yaml
   Try:          curl -u demo:demo-token {base}/v1/balance
 """
+SANDBOX_WORKERS = (
+    "  Note: each of the {workers} workers has a sandbox of its own (credits, lists, reports).\n"
+)
 
 _log = logging.getLogger("smsleads_proxy.main")
 
@@ -67,8 +71,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             "single_tenant": bool(settings.api_keys or settings.api_keys_file),
             "metrics_dir": metrics_dir})
         if settings.sandbox:
-            print(SANDBOX_BANNER.format(base=f"http://{settings.host}:{settings.port}"),
-                  flush=True)
+            banner = SANDBOX_BANNER.format(base=f"http://{settings.host}:{settings.port}")
+            if settings.workers > 1:
+                banner += SANDBOX_WORKERS.format(workers=settings.workers)
+            print(banner, flush=True)
         uvicorn.run("proxy.__main__:app_from_env", factory=True, host=settings.host,
                     port=settings.port, workers=settings.workers,
                     log_config=logs.config(settings.log_level), access_log=False)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,7 +40,7 @@ from proxy.mapping import MappingError, Operation, Table, load_table
 from proxy.metrics import forget_dead_workers
 from proxy.observability import REQUEST_ID_HEADER, Monitor, Observer, WatchedUpstream, request_id
 from proxy.settings import Settings
-from proxy.translate import build_envelope, check_window, names_not_found, read_answer
+from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
 from proxy.types import JSON
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator, compile_validators
@@ -52,6 +53,13 @@ def load_spec() -> dict[str, Any]:
     text = resources.files("proxy").joinpath("openapi.yaml").read_text("utf-8")
     spec: dict[str, Any] = yaml.safe_load(text)
     return spec
+
+
+@functools.cache
+def _tables() -> tuple[Table, dict[str, Any], dict[tuple[str, str], OperationValidator]]:
+    """The packaged tables and spec, read and compiled once per process (all read-only)."""
+    spec = load_spec()
+    return load_table(), spec, compile_validators(spec)
 
 
 class ProblemResponse(JSONResponse):
@@ -122,7 +130,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             document["body"] = _parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
         if op.window is not None:
-            check_window(op.window, document, clock())
+            apply_window(op.window, document, clock())
         envelope = build_envelope(op, document)
         upstream: Upstream = request.app.state.upstream
         answer = await upstream.call(envelope, creds.token)
@@ -169,8 +177,8 @@ async def _bug(request: Request, exc: Exception) -> Response:
     return response
 
 
-def _routes(table: Table, spec: dict[str, Any], settings: Settings, clock: Clock) -> list[Route]:
-    validators = compile_validators(spec)
+def _routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
+            settings: Settings, clock: Clock) -> list[Route]:
     routes = []
     for op in table.operations:
         validator = validators.get((op.method, op.path))
@@ -189,7 +197,7 @@ def create_app(settings: Settings | None = None, *,
                transport: httpx.AsyncBaseTransport | None = None,
                clock: Clock = _now) -> Starlette:
     settings = settings or Settings()
-    table, spec = load_table(), load_spec()
+    table, spec, validators = _tables()
     url = settings.upstream_url
     held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
     if held is not None:
@@ -198,10 +206,11 @@ def create_app(settings: Settings | None = None, *,
     readiness = health.Readiness(monitor, health.probe_envelope(table),
                                  settings.readiness_window, settings.readiness_timeout)
     if transport is None and settings.sandbox:
-        from proxy.sandbox import Sandbox
         from proxy.sandbox import create_app as create_sandbox
+        from proxy.sandbox.__main__ import from_environment
 
-        transport, url = httpx.ASGITransport(app=create_sandbox(Sandbox())), SANDBOX_URL
+        transport = httpx.ASGITransport(app=create_sandbox(from_environment()))
+        url = SANDBOX_URL
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -225,7 +234,7 @@ def create_app(settings: Settings | None = None, *,
         return Response(spec_json, media_type="application/json")
 
     routes = [
-        *_routes(table, spec, settings, clock),
+        *_routes(table, validators, settings, clock),
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *health.routes(readiness),
