@@ -1,6 +1,6 @@
 """Everything that can go wrong, as RFC 9457 problems.
 
-    ProblemError                 500  a bug (the traceback is in the log, under the request id)
+    ProblemError                 500  a bug (its traceback follows the request's log line)
                                  -> application/problem+json, one handler in app.py
     ├── ClientError              the request is wrong; nothing was sent upstream
     │   ├── MalformedRequest     400  the body is not JSON (or not UTF-8)

@@ -39,6 +39,8 @@ from proxy.upstream import Answer, Upstream
 REQUEST_ID_HEADER = "X-Request-ID"
 UNMATCHED = "<unmatched>"  # one label for every path no route knows: bounded cardinality
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Any token is a method to HTTP; labels keep to these so clients cannot mint new series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _log = logging.getLogger(REQUEST_LOGGER)
 
 
@@ -163,7 +165,8 @@ class Observer:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = Exchange(_request_id(scope), scope["method"])
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        exchange = Exchange(_request_id(scope), method)
         scope.setdefault("state", {})["request_id"] = exchange.request_id
 
         async def send_with_id(message: Message) -> None:

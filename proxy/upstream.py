@@ -115,7 +115,7 @@ class Upstream:
     async def call(self, envelope: etree._Element, token: str | None,
                    timeout: float | None = None) -> Answer:
         """``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
-        overrides the client's read timeout for this call."""
+        replaces the client's timeouts for this call."""
         body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
         headers = {"Content-Type": "application/xml; charset=utf-8"}
         if token is not None:

@@ -130,8 +130,16 @@ def test_the_image_is_multi_stage_slim_and_runs_as_non_root():
     text = DOCKERFILE.read_text()
     assert re.findall(r"^FROM python:3\.11-slim", text, re.M) == ["FROM python:3.11-slim"] * 2
     assert {"SMSLEADS_PROXY_PORT", "SMSLEADS_PROXY_WORKERS"} <= RUNTIME.env.keys()
-    ignored = (ROOT / ".dockerignore").read_text()
-    assert ".venv" not in [line.strip("/!") for line in ignored.splitlines() if "!" in line]
+
+
+
+def test_the_build_context_is_only_what_the_build_stage_copies():
+    rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert rules[0] == "*"  # .venv, .git, .cache and the rest stay out of the context
+    kept = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    copied = {source.rstrip("/") for *sources, _ in BUILD.copies for source in sources}
+    assert kept == copied
 
 
 def test_the_wheel_carries_the_tables_and_the_real_spec(image):

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import resources
 
 import httpx
+import pytest
+import yaml
 from starlette.testclient import TestClient
 
 from proxy.app import create_app
+from proxy.mapping import MappingError, load_table
 from proxy.sandbox import Sandbox
 from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings
@@ -92,3 +96,10 @@ def test_readyz_against_the_sandbox():
     with TestClient(create_app(transport=transport)) as client:
         response = client.get("/readyz")
     assert response.status_code == 200, response.text
+
+
+def test_a_probe_naming_no_operation_stops_the_table_loading():
+    data = yaml.safe_load(resources.files("proxy").joinpath("mapping.yaml").read_text("utf-8"))
+    data["readiness"]["probe"] = "getBalanse"
+    with pytest.raises(MappingError, match=r"readiness\.probe: no operation 'getBalanse'"):
+        load_table(data)

@@ -55,6 +55,7 @@ def test_requests_are_counted_by_route_template_method_and_status():
         assert client.get("/v1/contact-lists/21518").status_code == 200
         assert client.get("/v1/contact-lists/99").status_code == 200
         assert client.get("/no/such/thing").status_code == 404
+        assert client.request("BREW", "/v1/balance").status_code == 405
         response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
@@ -64,6 +65,7 @@ def test_requests_are_counted_by_route_template_method_and_status():
     assert value(scrape, requests, route="/v1/balance", method="GET", status="401") == 2
     assert value(scrape, requests, route="/v1/contact-lists/{id}", method="GET", status="200") == 2
     assert value(scrape, requests, route="<unmatched>", method="GET", status="404") == 1
+    assert value(scrape, requests, route="/v1/balance", method="other", status="405") == 1
     assert not any("21518" in str(labels) for _, labels in scrape)  # never the raw path
     calls = "smsleads_proxy_upstream_calls_total"
     assert value(scrape, calls, command="balance", upstream_status="0") == 2
