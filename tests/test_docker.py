@@ -132,7 +132,6 @@ def test_the_image_is_multi_stage_slim_and_runs_as_non_root():
     assert {"SMSLEADS_PROXY_PORT", "SMSLEADS_PROXY_WORKERS"} <= RUNTIME.env.keys()
 
 
-
 def test_the_build_context_is_only_what_the_build_stage_copies():
     rules = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
