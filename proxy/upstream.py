@@ -117,13 +117,18 @@ class Upstream:
         self.timeout = timeout.as_dict()
         self.unclosed, self.max_answer_bytes = unclosed, max_answer_bytes
 
-    async def call(self, envelope: etree._Element, token: str) -> Answer:
+    async def call(self, envelope: etree._Element, token: str | None,
+                   timeout: float | None = None) -> Answer:
+        """``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
+        replaces the configured timeouts for this call."""
         body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-        headers = {"Content-Type": "application/xml; charset=utf-8",
-                   "Authorization": f"Bearer {token}"}
+        headers = {"Content-Type": "application/xml; charset=utf-8"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        limits = self.timeout if timeout is None else httpx.Timeout(timeout).as_dict()
         with _translated():
             request = httpx.Request("POST", self.url, content=body, headers=headers,
-                                    extensions={"timeout": self.timeout})
+                                    extensions={"timeout": limits})
             answer = await self.transport.handle_async_request(request)
             try:
                 data = await self._read(answer)
