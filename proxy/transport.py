@@ -90,7 +90,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         connector = aiohttp.TCPConnector(limit=self.max_connections,
                                          keepalive_timeout=self.keepalive_expiry,
                                          ssl=httpx.create_ssl_context())
+        # No cookie jar: one session serves every user, whose cookies must not mix.
         return aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                     cookie_jar=aiohttp.DummyCookieJar(),
                                      timeout=aiohttp.ClientTimeout())
 
     def _proxy(self, url: httpx.URL) -> str | None:

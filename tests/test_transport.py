@@ -205,3 +205,18 @@ async def test_an_http_proxy_from_the_environment_is_used(monkeypatch):
         answer = await call("http://sms-leads.invalid/api")
     assert answer.root.findtext("balance") == "42"
     assert seen[0][0].startswith(b"POST http://sms-leads.invalid/api HTTP/1.1\r\n")
+
+
+async def test_a_cookie_the_upstream_sets_is_never_sent_back(monkeypatch):
+    # One session serves every user: a cookie kept for one would reach the next. (A host
+    # name, through a proxy: cookie jars ignore cookies of IP addresses anyway.)
+    seen: list[tuple[bytes, bytes]] = []
+    handler = answering(BALANCE, headers=(b"Set-Cookie: session=alice; Path=/",), seen=seen)
+    async with raw_upstream(handler) as proxy_url, AiohttpTransport() as transport:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.removesuffix("/api"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        upstream = Upstream(transport, "http://sms-leads.invalid/api", STATUSES)
+        await upstream.call(etree.Element("balance"), "alice-token")
+        await upstream.call(etree.Element("balance"), "bob-token")
+    assert b"session=alice" not in seen[1][0]
