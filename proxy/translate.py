@@ -191,13 +191,19 @@ class _Reader:
 
     def fields(self, specs: tuple[Field, ...], node: etree._Element) -> dict[str, JSON]:
         out: dict[str, JSON] = {}
+        # Children by tag, one pass: an ElementPath find() per field costs ~1 µs, and a
+        # 1,000-row delivery report has 7,000 fields (bench/RESULTS.md).
+        children: dict[str, etree._Element] = {}
+        for child in reversed(node):  # the first of a name wins, as with find()
+            children[child.tag] = child
         for spec in specs:
-            value = self.field(spec, node)
+            value = self.field(spec, node, children)
             if value is not MISSING:
                 out[spec.name] = value
         return out
 
-    def field(self, spec: Field, node: etree._Element) -> Value:
+    def field(self, spec: Field, node: etree._Element,
+              children: dict[str, etree._Element] | None = None) -> Value:
         if spec.echo is not None:
             return resolve(self.document, spec.echo)
         if spec.each is not None:
@@ -207,13 +213,20 @@ class _Reader:
             if spec.group_by is not None:
                 rows = _grouped(rows, spec.group_by)
             return [item for row in rows if (item := self.item(spec, row)) is not MISSING]
-        return self.item(spec, node)
+        return self.item(spec, node, children)
 
-    def item(self, spec: Field, node: etree._Element) -> Value:
+    def item(self, spec: Field, node: etree._Element,
+             children: dict[str, etree._Element] | None = None) -> Value:
         if spec.fields is not None:
             return self.fields(spec.fields, node)
         source = spec.source or "."
-        text = _node_text(node if source == "." else node.find(source))
+        if source == ".":
+            element: etree._Element | None = node
+        elif children is not None and _is_tag(source):
+            element = children.get(source)
+        else:
+            element = node.find(source)
+        text = _node_text(element)
         if text is not None and spec.match is not None:
             found = spec.match.search(text)
             text = found.group(1) if found else None
@@ -225,6 +238,14 @@ class _Reader:
             return spec.convert.from_xml(text)
         except ConversionError as exc:
             raise UpstreamBadAnswer(f"the upstream's <{source}> is unreadable: {exc}") from exc
+
+
+_TAG = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+@functools.lru_cache(maxsize=256)
+def _is_tag(path: str) -> bool:
+    return _TAG.fullmatch(path) is not None
 
 
 def _grouped(rows: list[etree._Element], key: str) -> list[etree._Element]:
