@@ -60,6 +60,8 @@ class Shape:
     items: Shape | None = None
 
     def missing(self, value: JSON, at: str = "") -> list[str]:
+        if self.complete(value):  # the usual case, without building a pointer per row
+            return []
         if isinstance(value, dict):
             gaps = [f"{at}/{name}" for name in self.required if name not in value]
             for name, shape in (self.properties or {}).items():
@@ -71,13 +73,26 @@ class Shape:
                     for gap in self.items.missing(item, f"{at}/{i}")]
         return []
 
+    def complete(self, value: JSON) -> bool:
+        if isinstance(value, dict):
+            return all(name in value for name in self.required) and all(
+                shape.complete(value[name])
+                for name, shape in (self.properties or {}).items() if name in value)
+        if isinstance(value, list) and self.items is not None:
+            items = self.items
+            return all(items.complete(item) for item in value)
+        return True
+
 
 def _shape(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> Shape:
     while "$ref" in schema:
         schema = _lookup(spec, schema["$ref"][1:])
-    properties = {name: _shape(spec, sub) for name, sub in schema.get("properties", {}).items()}
+    # Only what can lack something is kept: a string property has nothing to check.
+    properties = {name: shape for name, sub in schema.get("properties", {}).items()
+                  if (shape := _shape(spec, sub)) != Shape()}
     items = _shape(spec, schema["items"]) if "items" in schema else None
-    return Shape(tuple(schema.get("required", ())), properties or None, items)
+    return Shape(tuple(schema.get("required", ())), properties or None,
+                 None if items == Shape() else items)
 
 
 def _answer_shape(spec: Mapping[str, Any], operation: Mapping[str, Any]) -> Shape:
