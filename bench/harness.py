@@ -2,7 +2,8 @@
 
     bench/run                         # the whole run, about 8 minutes; see --help
     bench/run --only balance --duration 5 --skip-rss --skip-workers --skip-micro
-    bench/run --only balance --profile  # also a py-spy flame graph of the proxy under load
+    bench/run --only balance --profile  # also where the proxy spends its CPU (py-spy)
+    bench/run --proxy-args="--log-level warning"   # a variant of the proxy
 
 Every cell gets a fresh sandbox (``python -m proxy.sandbox``) and a fresh proxy
 (``python -m proxy --upstream-url …``) on free ports of 127.0.0.1, both uvicorn with uvloop
@@ -155,6 +156,9 @@ def serve(name: str, args: list[str], port: int) -> Iterator[Server]:
         log.close()
 
 
+PROXY_ARGS: list[str] = []  # --proxy-args: extra flags for every proxy started
+
+
 @contextmanager
 def servers(workers: int = 1, dlr_delay: float = 2) -> Iterator[tuple[Server, Server]]:
     accounts = CACHE / "accounts.json"
@@ -167,7 +171,8 @@ def servers(workers: int = 1, dlr_delay: float = 2) -> Iterator[tuple[Server, Se
                         str(accounts), "--dlr-delay", str(dlr_delay)], sandbox_port))
         proxy = stack.enter_context(serve(
             "proxy", ["-m", "proxy", "--port", str(proxy_port), "--workers", str(workers),
-                      "--upstream-url", f"http://127.0.0.1:{sandbox_port}/api"], proxy_port))
+                      "--upstream-url", f"http://127.0.0.1:{sandbox_port}/api", *PROXY_ARGS],
+            proxy_port))
         yield sandbox, proxy
 
 
@@ -370,7 +375,8 @@ def rss_run(ops: list[Operation], seconds: int) -> dict[str, Any]:
 
 def record_profile(proxy: Server, op: Operation, seconds: float) -> None:
     """py-spy samples of the proxy under load: the raw stacks (flamegraph.pl reads them) and
-    the functions where most samples fall, by inclusive share."""
+    the functions where most samples fall, by inclusive share (async frames count while they
+    run, not while they wait)."""
     out = CACHE / f"profile-{op.name}.txt"
     subprocess.run([str(Path(PYTHON).parent / "py-spy"), "record", "-p", str(proxy.pid),
                     "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw", "-o", str(out)],
@@ -486,8 +492,11 @@ def main() -> None:
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-micro", action="store_true")
     parser.add_argument("--profile", action="store_true",
-                        help="py-spy flame graph of the proxy during each c=32 run")
+                        help="py-spy samples of the proxy during each c=32 run")
+    parser.add_argument("--proxy-args", default="", metavar="FLAGS",
+                        help='extra proxy flags: --proxy-args="--log-level warning"')
     args = parser.parse_args()
+    PROXY_ARGS.extend(args.proxy_args.split())
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is missing (Debian package wrk; bench/run installs it as root)")
     ops = operations()
