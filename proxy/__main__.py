@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         create_app(settings)  # fail now, with a message, on a bad table or spec
     except (SettingsError, ValueError) as exc:
         sys.exit(f"smsleads-proxy: {exc}")
+    if settings.workers > 1 and not settings.redis_url:
+        print("smsleads-proxy: warning: with several workers and no REDIS_URL, each worker "
+              "keeps its own Idempotency-Keys; a retry that reaches another worker is sent "
+              "again", file=sys.stderr, flush=True)
     _export(settings)
     if settings.sandbox:
         print(SANDBOX_BANNER.format(base=f"http://{settings.host}:{settings.port}"), flush=True)

@@ -35,7 +35,8 @@ def settings_table() -> str:
     for option in OPTIONS:
         default = getattr(defaults, option.field)
         shown = str(default).lower() if isinstance(default, bool) else str(default)
-        rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")
+        shown = f"`{shown}`" if shown else "(empty)"
+        rows.append(f"| `{option.flag}` | `{option.env}` | {shown} | {option.help} |")
     return "\n".join(rows) + "\n"
 
 
