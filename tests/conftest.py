@@ -1,14 +1,28 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from datetime import datetime
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import redis
+from starlette.applications import Starlette
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=ZoneInfo("Asia/Jerusalem"))
+ROOT = Path(__file__).resolve().parents[1]
 BASIC = "Basic " + base64.b64encode(b"demo:demo-token").decode()
 
 
@@ -37,3 +51,121 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+# ── A real redis-server (Debian package, installed by tests/run) ──────────────────────────
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """redis://127.0.0.1:<free port>, a redis-server of its own, stopped by its PID."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run tests/run, which installs it")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--loglevel", "notice"],
+        stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    # Its log keeps flowing to a reader, so a full pipe never blocks it.
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in server.stdout or ()],
+                              daemon=True)
+    reader.start()
+    try:
+        while "Ready to accept connections" not in (line := lines.get(timeout=30)):
+            if server.poll() is not None:
+                pytest.fail(f"redis-server exited before it was ready: {line}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+        reader.join(timeout=10)
+        server.stdout.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's server, emptied for this test."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+# ── The app in this event loop, lifespan included ────────────────────────────────────────
+
+
+class Clock:
+    """The app's clock, moved by the test: ``clock.advance(hours=24)``."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@asynccontextmanager
+async def serving(app: Starlette, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An async client on the app, its lifespan running (for tests that need concurrency)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy.test",
+                                     headers=headers or {"Authorization": BASIC}) as client:
+            yield client
+
+
+# ── A misbehaving upstream (tests/faulty_upstream.py), its own process ───────────────────
+
+
+class FaultyUpstream:
+    def __init__(self, api_port: int, control_port: int) -> None:
+        self.url = f"http://127.0.0.1:{api_port}/api"
+        self.control = httpx.Client(base_url=f"http://127.0.0.1:{control_port}", timeout=10)
+
+    def plan(self, *modes: str, mix: dict[str, int] | None = None, seed: int = 0) -> None:
+        self.control.post("/plan", json={"modes": modes, "mix": mix or {"ok": 1}, "seed": seed})
+
+    def listen(self, on: bool) -> None:
+        self.control.post("/listen", json={"on": on})
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.control.get("/stats").json()
+        return stats
+
+
+@pytest.fixture(scope="session")
+def faulty_upstream() -> Iterator[FaultyUpstream]:
+    server = subprocess.Popen([sys.executable, "-m", "tests.faulty_upstream"],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        _, api, control = server.stdout.readline().split()  # its own word that it listens
+        upstream = FaultyUpstream(int(api), int(control))
+        yield upstream
+        upstream.control.close()
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+@pytest.fixture
+def faulty(faulty_upstream: FaultyUpstream) -> FaultyUpstream:
+    """The session's misbehaving upstream, listening and answering "ok" until told otherwise."""
+    faulty_upstream.listen(True)
+    faulty_upstream.plan()
+    return faulty_upstream

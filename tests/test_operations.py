@@ -230,7 +230,7 @@ def example_request(op_id: str) -> tuple[str, str, Any]:
                     value = param["example"]
                     if param["in"] == "path":
                         path = path.replace("{" + param["name"] + "}", str(value))
-                    else:
+                    elif param["in"] == "query":
                         values = value if isinstance(value, list) else [value]
                         query += [(param["name"], str(v)) for v in values]
                 body = operation.get("requestBody", {}).get("content", {})
@@ -278,7 +278,7 @@ def test_reports_without_external_id_use_dlrbydate():
 
 def test_created_contact_list_has_a_location():
     _, answer, _, _ = CASES["createContactList"]
-    method, url, body = example_request("createContactList")
+    _, url, body = example_request("createContactList")
     with client_for(Recorder((DECL + answer).encode())) as client:
         response = client.post(url, json=body)
     assert response.headers["location"] == "/v1/contact-lists/17419"
