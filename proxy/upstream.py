@@ -39,7 +39,7 @@ from proxy.mapping import StatusTable
 # (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015).
 BACKOFF, BACKOFF_CAP = 0.1, 1.0
 UNKNOWN_EFFECT = (
-    "; the SMS Leads API may or may not have acted on the request. Retrying with the same "
+    "; it may or may not have acted on the request. Retrying with the same "
     "Idempotency-Key never sends it twice")
 
 # A hardened parser: no DTD, no entities, no network, no huge trees (billion laughs, XXE).
