@@ -9,6 +9,7 @@ Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -42,7 +43,7 @@ from proxy.errors import (
 from proxy.idempotency import Ledger, Ticket, key_of, open_store
 from proxy.mapping import MappingError, Operation, Table, load_table
 from proxy.settings import Settings
-from proxy.translate import build_envelope, check_window, names_not_found, read_answer
+from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
 from proxy.types import JSON
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator, compile_validators
@@ -57,6 +58,13 @@ def load_spec() -> dict[str, Any]:
     text = resources.files("proxy").joinpath("openapi.yaml").read_text("utf-8")
     spec: dict[str, Any] = yaml.safe_load(text)
     return spec
+
+
+@functools.cache
+def _tables() -> tuple[Table, dict[str, Any], dict[tuple[str, str], OperationValidator]]:
+    """The packaged tables and spec, read and compiled once per process (all read-only)."""
+    spec = load_spec()
+    return load_table(), spec, compile_validators(spec)
 
 
 class ProblemResponse(JSONResponse):
@@ -126,7 +134,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             document["body"] = _parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
         if op.window is not None:
-            check_window(op.window, document, clock())
+            apply_window(op.window, document, clock())
         envelope = build_envelope(op, document)
 
         async def perform() -> Response:
@@ -179,8 +187,8 @@ async def _problem(request: Request, exc: Exception) -> Response:
     raise exc
 
 
-def _routes(table: Table, spec: dict[str, Any], settings: Settings, clock: Clock) -> list[Route]:
-    validators = compile_validators(spec)
+def _routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
+            settings: Settings, clock: Clock) -> list[Route]:
     routes = []
     for op in table.operations:
         validator = validators.get((op.method, op.path))
@@ -199,13 +207,14 @@ def create_app(settings: Settings | None = None, *,
                transport: httpx.AsyncBaseTransport | None = None,
                clock: Clock = _now) -> Starlette:
     settings = settings or Settings()
-    table, spec = load_table(), load_spec()
+    table, spec, validators = _tables()
     url = settings.upstream_url
     if transport is None and settings.sandbox:
-        from proxy.sandbox import Sandbox
         from proxy.sandbox import create_app as create_sandbox
+        from proxy.sandbox.__main__ import from_environment
 
-        transport, url = httpx.ASGITransport(app=create_sandbox(Sandbox())), SANDBOX_URL
+        transport = httpx.ASGITransport(app=create_sandbox(from_environment()))
+        url = SANDBOX_URL
 
     def seconds() -> float:
         return clock().timestamp()
@@ -244,7 +253,7 @@ def create_app(settings: Settings | None = None, *,
         return JSONResponse({"status": "ok"})
 
     routes = [
-        *_routes(table, spec, settings, clock),
+        *_routes(table, validators, settings, clock),
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

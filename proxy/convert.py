@@ -117,16 +117,20 @@ _RFC3339 = re.compile(
 )
 
 
-def _israel_time_to_xml(value: JSON) -> str:
+def instant(value: JSON) -> datetime:
+    """An RFC 3339 date-time with an offset, as an aware datetime."""
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ConversionError(
             "must be an RFC 3339 date-time with an offset, e.g. 2024-03-29T10:00:00+03:00"
         )
     try:
-        moment = datetime.fromisoformat(value)
+        return datetime.fromisoformat(value)
     except ValueError as exc:
         raise ConversionError(f"{value!r} is not a valid date-time") from exc
-    return moment.astimezone(ISRAEL).strftime(UPSTREAM_TIME)
+
+
+def _israel_time_to_xml(value: JSON) -> str:
+    return instant(value).astimezone(ISRAEL).strftime(UPSTREAM_TIME)
 
 
 def _israel_time_from_xml(text: str) -> str:

@@ -75,6 +75,7 @@ class Window:
     end: str
     max_days: int
     max_age_days: int
+    default_days: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,10 +285,10 @@ class _Loader:
         window = None
         if "window" in data:
             w = reader.child("window")
-            w.mapping({"from", "to", "max_days", "max_age_days"},
-                      {"from", "to", "max_days", "max_age_days"})
-            window = Window(str(w.pointer("from")), str(w.pointer("to")),
-                            int(w.data["max_days"]), int(w.data["max_age_days"]))
+            keys = {"from", "to", "max_days", "max_age_days", "default_days"}
+            w.mapping(keys, keys)
+            window = Window(str(w.pointer("from")), str(w.pointer("to")), int(w.data["max_days"]),
+                            int(w.data["max_age_days"]), int(w.data["default_days"]))
         return Operation(
             operation_id=operation_id,
             method=method,

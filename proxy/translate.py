@@ -16,7 +16,7 @@ from typing import TypeAlias
 
 from lxml import etree
 
-from proxy.convert import ConversionError
+from proxy.convert import ConversionError, instant
 from proxy.errors import FieldError, RequestInvalid, UpstreamBadAnswer
 from proxy.mapping import Element, Field, Operation, Window
 from proxy.types import JSON
@@ -132,15 +132,19 @@ def build_envelope(op: Operation, document: JSON) -> etree._Element:
     return root
 
 
-def check_window(window: Window, document: JSON, now: datetime) -> None:
-    """The upstream's report window (document 2.2.1: "a range of 1 week up to 1 year back")."""
+def apply_window(window: Window, document: dict[str, JSON], now: datetime) -> None:
+    """Fill in the window's defaults, then check the upstream's rule (document 2.2.1: "a range
+    of 1 week up to 1 year back"), so a bad window is a 422 naming the field."""
     start, end = resolve(document, window.start), resolve(document, window.end)
-    if not isinstance(start, str) or not isinstance(end, str):
-        return  # required parameters; the spec check reports them
     try:
-        begin, finish = _instant(start), _instant(end)
-    except ValueError:
-        return  # the converter names the field
+        finish = now.replace(microsecond=0) if end is MISSING else instant(end)
+        begin = finish - timedelta(days=window.default_days) if start is MISSING else instant(start)
+    except ConversionError:
+        return  # the field's converter names it
+    if end is MISSING:
+        _put(document, window.end, finish.isoformat())
+    if start is MISSING:
+        _put(document, window.start, begin.isoformat())
     errors = []
     if finish < begin:
         errors.append(FieldError(window.end, "must not be before from"))
@@ -153,11 +157,12 @@ def check_window(window: Window, document: JSON, now: datetime) -> None:
         raise RequestInvalid(errors)
 
 
-def _instant(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(text)
-    return moment
+def _put(document: dict[str, JSON], pointer: str, value: JSON) -> None:
+    """Set a value at a two-level pointer such as /query/to."""
+    part, _, name = pointer[1:].partition("/")
+    container = document.setdefault(part, {})
+    if isinstance(container, dict):
+        container[name] = value
 
 
 # ── XML -> JSON ──────────────────────────────────────────────────────────────────────────────

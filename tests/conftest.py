@@ -48,6 +48,16 @@ class Recorder:
         return body.split("?>", 1)[1].strip() if body.startswith("<?xml") else body
 
 
+def deref(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow local $refs ("#/components/...") in the OpenAPI document."""
+    while "$ref" in node:
+        target: Any = spec
+        for token in node["$ref"][2:].split("/"):
+            target = target[token.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from proxy.app import load_spec
 from proxy.mapping import Operation, load_table
+from tests.conftest import deref
 
 SPEC = load_spec()
 TABLE = load_table()
@@ -16,12 +17,7 @@ STATE_CHANGING = [op for op in OPERATIONS if op.method != "GET"]
 
 
 def _deref(node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = SPEC
-        for token in node["$ref"][2:].split("/"):
-            target = target[token]
-        node = target
-    return node
+    return deref(SPEC, node)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from proxy.app import create_app
+from proxy.mapping import load_table
 from proxy.settings import Settings
 from tests.conftest import BASIC, NOW, Recorder
 
@@ -177,7 +178,7 @@ def test_either_recipients_or_contact_lists_are_needed():
 
 
 @pytest.mark.parametrize("query, pointer", [
-    ({"from": "2026-11-20T00:00:00+02:00"}, "/query/to"),
+    ({"from": "2026-11-10T00:00:00+02:00"}, "/query/to"),
     ({"from": "2026-11-01T00:00:00+02:00", "to": "2026-11-20T00:00:00+02:00"}, "/query/to"),
     ({"from": "2026-11-20T00:00:00+02:00", "to": "2026-11-19T00:00:00+02:00"}, "/query/to"),
     ({"from": "2025-01-01T00:00:00+02:00", "to": "2025-01-02T00:00:00+02:00"}, "/query/from"),
@@ -274,3 +275,33 @@ def test_an_answer_without_what_the_spec_promises_is_502(url, body):
         response = client.post(url, json=body) if body else client.get(url)
     problem = assert_problem(response, 502, "upstream-bad-answer")
     assert problem["upstream_status"] == 0
+
+
+STATUS_CODES = sorted(load_table().statuses.codes)
+
+
+@pytest.mark.parametrize("code", STATUS_CODES)
+def test_every_upstream_status_code_reaches_the_client_as_the_table_says(code):
+    statuses = load_table().statuses
+    answer = f"<balance><status>{code}</status><message>m{code}</message><balance>5</balance></balance>"
+    with client_for(Recorder(answer.encode())) as client:
+        response = client.get("/v1/balance")
+    if code in statuses.success:
+        assert response.status_code == 200 and response.json() == {"credits": 5}
+        return
+    refusal = statuses.codes[code]
+    problem = assert_problem(response, refusal.http, refusal.slug)
+    assert (problem["upstream_status"], problem["upstream_message"]) == (code, f"m{code}")
+    assert problem["title"] == refusal.title
+    if refusal.retry_after is not None:
+        assert response.headers["retry-after"] == str(refusal.retry_after)
+
+
+def test_report_window_defaults_to_the_last_day():
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    with client_for(recorder) as client:
+        assert client.get("/v1/incoming-messages").status_code == 200
+        assert "<from>24/11/26 12:00</from><to>25/11/26 12:00</to>" in recorder.envelope
+        assert client.get("/v1/incoming-messages", params={
+            "to": "2026-11-20T10:00:00+02:00"}).status_code == 200
+        assert "<from>19/11/26 10:00</from><to>20/11/26 10:00</to>" in recorder.envelope

@@ -1,0 +1,34 @@
+"""The sandbox over HTTP: ``POST /api`` like the real endpoint, plus ``GET /healthz``.
+
+    app = create_app(Sandbox())
+    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox")
+
+Every well-formed exchange is HTTP 200, errors included (NOTES.md, Transport: "Errors come
+back as HTTP 200 with a non-zero <status>"). Other paths are 404, other methods 405.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from proxy.sandbox.simulator import Sandbox
+
+XML = "application/xml; charset=utf-8"
+
+
+def create_app(sandbox: Sandbox) -> Starlette:
+    async def api(request: Request) -> Response:
+        body = await request.body()
+        return Response(await sandbox.handle(body, request.headers.get("authorization")),
+                        media_type=XML)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(routes=[Route("/api", api, methods=["POST"]),
+                            Route("/healthz", healthz, methods=["GET"])])
+    app.state.sandbox = sandbox
+    return app
