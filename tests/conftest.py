@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import queue
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-# ── A real redis-server (Debian package, installed by tests/run) ──────────────────────────
+# ── Servers of their own: redis-server, the sandbox ─────────────────────────────────────
 
 
 def free_port() -> int:
@@ -72,34 +73,43 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@contextmanager
+def running(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """A process that says ``ready`` on its output when it serves (its own word, not a
+    sleep); its output keeps flowing to a reader so a full pipe never blocks it; stopped by
+    its PID."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, **popen)
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()],
+                              daemon=True)
+    reader.start()
+    try:
+        seen = []
+        while ready not in (line := lines.get(timeout=30)):
+            seen.append(line)
+            if process.poll() is not None and lines.empty():
+                pytest.fail(f"{argv[0]} exited before it was ready:\n{''.join(seen)}")
+        yield process
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+        reader.join(timeout=10)
+        process.stdout.close()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """redis://127.0.0.1:<free port>, a redis-server of its own, stopped by its PID."""
+    """redis://127.0.0.1:<free port>, a redis-server of its own (Debian package)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run tests/run, which installs it")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--loglevel", "notice"],
-        stdout=subprocess.PIPE, text=True)
-    assert server.stdout is not None
-    # Its log keeps flowing to a reader, so a full pipe never blocks it.
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in server.stdout or ()],
-                              daemon=True)
-    reader.start()
-    try:
-        while "Ready to accept connections" not in (line := lines.get(timeout=30)):
-            if server.poll() is not None:
-                pytest.fail(f"redis-server exited before it was ready: {line}")
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+            "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))]
+    with running(argv, "Ready to accept connections"):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.kill(server.pid, signal.SIGTERM)
-        server.wait(timeout=10)
-        reader.join(timeout=10)
-        server.stdout.close()
 
 
 @pytest.fixture
@@ -109,6 +119,18 @@ def redis_url(redis_server: str) -> str:
     client.flushall()
     client.close()
     return redis_server
+
+
+@contextmanager
+def sandbox_process(accounts: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
+    """``python -m proxy.sandbox`` on a free port with extra accounts; its API URL."""
+    port = free_port()
+    file = workdir / "accounts.json"
+    file.write_text(json.dumps(accounts))
+    argv = [sys.executable, "-m", "proxy.sandbox", "--host", "127.0.0.1", "--port", str(port),
+            "--accounts", str(file), "--seed", "1", "--dlr-delay", "0"]
+    with running(argv, "Uvicorn running on", cwd=ROOT):
+        yield f"http://127.0.0.1:{port}/api"
 
 
 # ── The app in this event loop, lifespan included ────────────────────────────────────────

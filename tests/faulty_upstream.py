@@ -11,7 +11,8 @@ The control port (plain JSON over HTTP) steers it:
     POST /plan    {"modes": ["hang", "ok"], "mix": {"ok": 8, "reset": 1}, "seed": 7}
                   modes are used in order, then the mix draws (default: all "ok");
                   the counters start again
-    POST /listen  {"on": false}   close the API port (connections are refused) or reopen it
+    POST /listen  {"on": false}   close the API port and every open connection (new ones are
+                                  refused), or reopen it
     GET  /stats   {"received": n, "sends": {text: count}, "modes": {...}, "big_bytes": n}
 """
 
@@ -45,6 +46,7 @@ class Upstream:
         self.shipments = 100000
         self.server: asyncio.Server | None = None
         self.sock: socket.socket | None = None
+        self.open: set[asyncio.StreamWriter] = set()
 
     def next_mode(self) -> str:
         if self.queue:
@@ -55,6 +57,7 @@ class Upstream:
     # ── the API port ─────────────────────────────────────────────────────────────────────
 
     async def api(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open.add(writer)
         try:
             while True:
                 request = await _read_request(reader)
@@ -65,6 +68,7 @@ class Upstream:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
+            self.open.discard(writer)
             writer.close()
 
     async def answer(self, body: bytes, reader: asyncio.StreamReader,
@@ -163,6 +167,8 @@ class Upstream:
         elif not on and self.server is not None:
             self.server.close()
             self.server = None
+            for writer in list(self.open):  # the pooled keep-alive connections die too
+                writer.transport.abort()
 
     async def main(self) -> None:
         self.sock = _listener(0)
