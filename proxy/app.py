@@ -23,11 +23,13 @@ import yaml
 from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from proxy.auth import Credentials, credentials
+from proxy import docs, health, logs
+from proxy.auth import Authenticate, Credentials, credentials, tenant
 from proxy.breaker import Breaker
 from proxy.errors import (
     MalformedRequest,
@@ -42,6 +44,8 @@ from proxy.errors import (
 )
 from proxy.idempotency import Ledger, Ticket, key_of, open_store
 from proxy.mapping import MappingError, Operation, Table, load_table
+from proxy.metrics import forget_dead_workers
+from proxy.observability import REQUEST_ID_HEADER, Monitor, Observer, WatchedUpstream, request_id
 from proxy.settings import Settings
 from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
 from proxy.types import JSON
@@ -70,8 +74,11 @@ def _tables() -> tuple[Table, dict[str, Any], dict[tuple[str, str], OperationVal
 class ProblemResponse(JSONResponse):
     media_type = "application/problem+json"
 
-    def __init__(self, error: ProblemError) -> None:
-        super().__init__(error.as_json(), status_code=error.status, headers=error.headers)
+    def __init__(self, error: ProblemError, request_id: str | None = None) -> None:
+        body = error.as_json()
+        if request_id is not None:  # the same id as the X-Request-ID header and the log line
+            body["request_id"] = request_id
+        super().__init__(body, status_code=error.status, headers=error.headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -122,7 +129,8 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
     changes_state = op.method not in SAFE_METHODS
 
     async def endpoint(request: Request) -> Response:
-        creds = credentials(request.headers)
+        authenticate: Authenticate = request.app.state.authenticate
+        creds = authenticate(request.headers)
         key = key_of(request.headers) if changes_state else None
         document: dict[str, JSON] = {
             "auth": {"username": creds.username},
@@ -145,15 +153,21 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             return await perform()
         asked: JSON = {"operation": op.operation_id, "path": document["path"],
                        "query": document["query"], "body": document.get("body")}
+        # Keys belong to the credentials the client showed: its token, or in single-tenant
+        # mode the proxy API key it presented (every client shares the held token).
+        shown = creds.token if request.app.state.tenant is None else (
+            request.headers.get("authorization", ""))
         ledger: Ledger = request.app.state.ledger
-        return await ledger.run(Ticket.of(creds.username, creds.token, key, asked), perform)
+        return await ledger.run(Ticket.of(creds.username, shown, key, asked), perform,
+                                lambda error: ProblemResponse(error, request_id(request)))
 
     endpoint.__name__ = op.operation_id
     return endpoint
 
 
 async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
-                   envelope: etree._Element, document: dict[str, JSON], creds: Credentials, *,
+                   envelope: etree._Element, document: dict[str, JSON],
+                   creds: Credentials, *,
                    safe: bool) -> Response:
     """The upstream call and its answer as the client's response."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
@@ -177,14 +191,26 @@ async def _perform(op: Operation, validator: OperationValidator, upstream: Upstr
 
 async def _problem(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ProblemError):
-        return ProblemResponse(exc)
+        return ProblemResponse(exc, request_id(request))
     if isinstance(exc, HTTPException) and exc.status_code == 405:
         error: ProblemError = MethodNotAllowed(f"{request.method} is not allowed here")
         error.headers.update(exc.headers or {})
-        return ProblemResponse(error)
+        return ProblemResponse(error, request_id(request))
     if isinstance(exc, HTTPException) and exc.status_code == 404:
-        return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"))
+        return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"),
+                               request_id(request))
     raise exc
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    """A bug: Starlette's ServerErrorMiddleware calls this for the answer, then re-raises so
+    that uvicorn logs the traceback. It runs outside Observer, hence the header here."""
+    found = request_id(request)
+    response = ProblemResponse(ProblemError("the proxy failed; its log names this request"),
+                               found)
+    if found is not None:
+        response.headers[REQUEST_ID_HEADER] = found
+    return response
 
 
 def _routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
@@ -209,6 +235,12 @@ def create_app(settings: Settings | None = None, *,
     settings = settings or Settings()
     table, spec, validators = _tables()
     url = settings.upstream_url
+    held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
+    if held is not None:
+        logs.hide(held.token)
+    monitor = Monitor(lambda: clock().timestamp())
+    readiness = health.Readiness(monitor, health.probe_envelope(table),
+                                 settings.readiness_window, settings.readiness_timeout)
     if transport is None and settings.sandbox:
         from proxy.sandbox import create_app as create_sandbox
         from proxy.sandbox.__main__ import from_environment
@@ -226,16 +258,16 @@ def create_app(settings: Settings | None = None, *,
         deadline = settings.upstream_timeout + settings.upstream_connect_timeout
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown, seconds)
-        store = open_store(settings.redis_url, settings.idempotency_max_keys, seconds)
+        store = open_store(settings.redis_url or "", settings.idempotency_max_keys, seconds)
         try:
             async with httpx.AsyncClient(transport=transport, timeout=timeout,
                                          limits=limits) as client:
-                app.state.upstream = Upstream(
-                    client, url, table.statuses, unclosed=table.unclosed,
+                app.state.upstream = WatchedUpstream(
+                    monitor, client, url, table.statuses, unclosed=table.unclosed,
                     max_answer_bytes=settings.max_answer_bytes, deadline=deadline,
                     breaker=breaker, read_retries=settings.read_retries)
-                app.state.ledger = Ledger(store, seconds, deadline + LEASE_MARGIN,
-                                          ProblemResponse)
+                app.state.ledger = Ledger(store, seconds, deadline + LEASE_MARGIN)
+                forget_dead_workers()
                 yield
         finally:
             await store.close()
@@ -249,14 +281,19 @@ def create_app(settings: Settings | None = None, *,
     async def openapi_json(request: Request) -> Response:
         return Response(spec_json, media_type="application/json")
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
     routes = [
         *_routes(table, validators, settings, clock),
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        *health.routes(readiness),
+        Route("/metrics", monitor.endpoint, methods=["GET"]),
+        *docs.routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={ProblemError: _problem, HTTPException: _problem})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(Observer, monitor=monitor)],
+                    exception_handlers={ProblemError: _problem, HTTPException: _problem,
+                                        500: _bug})
+    app.state.authenticate = credentials if held is None else held.credentials
+    app.state.tenant = held
+    app.state.monitor = monitor
+    return app

@@ -96,9 +96,10 @@ class Ticket:
     fingerprint: str
 
     @classmethod
-    def of(cls, username: str, token: str, key: str, request: JSON) -> Ticket:
-        # Usernames, tokens and keys cannot hold NUL (auth.py, key_of): "\0" joins unambiguously.
-        slot = PREFIX + _digest(username, _digest(token), key)
+    def of(cls, username: str, secret: str, key: str, request: JSON) -> Ticket:
+        """``secret``: the token (or proxy API key) the client showed; only its hash is used.
+        Usernames, secrets and keys hold no NUL (auth.py, key_of): "\0" joins unambiguously."""
+        slot = PREFIX + _digest(username, _digest(secret), key)
         canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return cls(slot, _digest(canonical))
 
@@ -242,11 +243,13 @@ Render = Callable[[ProblemError], Response]
 class Ledger:
     """Runs keyed requests once: claims the key, keeps the outcome, answers repeats."""
 
-    def __init__(self, store: Store, clock: Callable[[], float], lease: float,
-                 render: Render) -> None:
-        self.store, self.clock, self.lease, self.render = store, clock, lease, render
+    def __init__(self, store: Store, clock: Callable[[], float], lease: float) -> None:
+        self.store, self.clock, self.lease = store, clock, lease
 
-    async def run(self, ticket: Ticket, perform: Callable[[], Awaitable[Response]]) -> Response:
+    async def run(self, ticket: Ticket, perform: Callable[[], Awaitable[Response]],
+                  render: Render) -> Response:
+        """``perform`` the request once for its key; ``render`` makes a problem a response
+        to keep."""
         running = Record("running", ticket.fingerprint, uuid.uuid4().hex,
                          self.clock() + self.lease).dump()
         held = await self.store.claim(ticket.slot, running)
@@ -255,7 +258,7 @@ class Ledger:
         try:
             response = await perform()
         except ProblemError as error:
-            await self._settle(ticket, running, error.outcome, self.render(error))
+            await self._settle(ticket, running, error.outcome, render(error))
             raise
         except BaseException:  # a bug or a cancellation mid-call: it may have gone out
             with anyio.CancelScope(shield=True):

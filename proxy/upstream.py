@@ -142,32 +142,37 @@ class Upstream:
         self.deadline, self.breaker = deadline, breaker or Breaker()
         self.read_retries, self.sleep = read_retries, sleep
 
-    async def call(self, envelope: etree._Element, token: str, *, safe: bool = False) -> Answer:
-        """Send one command. ``safe`` (a read) may be retried when no connection was made."""
+    async def call(self, envelope: etree._Element, token: str | None, *, safe: bool = False,
+                   timeout: float | None = None) -> Answer:
+        """Send one command. ``safe`` (a read) may be retried when no connection was made;
+        ``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
+        replaces the client's timeouts and the deadline for this call."""
         body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-        headers = {"Content-Type": "application/xml; charset=utf-8",
-                   "Authorization": f"Bearer {token}"}
+        headers = {"Content-Type": "application/xml; charset=utf-8"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             if not safe:
-                return await self._attempt(body, headers)
+                return await self._attempt(body, headers, timeout)
             retrying = AsyncRetrying(
                 retry=retry_if_exception(_connection_failed),
                 stop=stop_after_attempt(1 + self.read_retries),
                 wait=wait_random_exponential(multiplier=BACKOFF, max=BACKOFF_CAP),
                 sleep=self.sleep, reraise=True)
-            answer: Answer = await retrying(self._attempt, body, headers)
+            answer: Answer = await retrying(self._attempt, body, headers, timeout)
             return answer
         except UpstreamError as error:
             if not safe and error.outcome is Outcome.UNKNOWN:
                 error.detail += UNKNOWN_EFFECT
             raise
 
-    async def _attempt(self, body: bytes, headers: dict[str, str]) -> Answer:
+    async def _attempt(self, body: bytes, headers: dict[str, str],
+                       timeout: float | None) -> Answer:
         probe = self.breaker.admit()
         try:
             with _translated():
-                async with asyncio.timeout(self.deadline):
-                    data = await self._exchange(body, headers)
+                async with asyncio.timeout(self.deadline if timeout is None else timeout):
+                    data = await self._exchange(body, headers, timeout)
             root = parse_answer(data, self.unclosed)
         except UpstreamError:
             self.breaker.failed(probe)
@@ -178,8 +183,11 @@ class Upstream:
         self.breaker.succeeded()  # a refusal below is a healthy upstream saying no
         return read_status(root, self.statuses)
 
-    async def _exchange(self, body: bytes, headers: dict[str, str]) -> bytes:
-        request = self.client.build_request("POST", self.url, content=body, headers=headers)
+    async def _exchange(self, body: bytes, headers: dict[str, str],
+                        timeout: float | None) -> bytes:
+        limit = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
+        request = self.client.build_request("POST", self.url, content=body, headers=headers,
+                                            timeout=limit)
         answer = await self.client.send(request, stream=True)
         try:
             return await self._read(answer)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from proxy.errors import ProblemError
 from proxy.mapping import load_table
-from proxy.settings import OPTIONS, Settings
+from proxy.settings import OPTIONS, Settings, shown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -34,10 +34,8 @@ def settings_table() -> str:
     defaults = Settings()
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for option in OPTIONS:
-        default = getattr(defaults, option.field)
-        shown = str(default).lower() if isinstance(default, bool) else str(default)
-        shown = f"`{shown}`" if shown else "(empty)"
-        rows.append(f"| `{option.flag}` | `{option.env}` | {shown} | {option.help} |")
+        default = shown(getattr(defaults, option.field))
+        rows.append(f"| `{option.flag}` | `{option.env}` | `{default}` | {option.help} |")
     return "\n".join(rows) + "\n"
 
 
