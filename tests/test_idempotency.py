@@ -419,3 +419,22 @@ def test_without_redis_keyed_requests_are_503_and_unkeyed_ones_go_through():
     assert "redis://" not in problem["detail"]
     assert unkeyed.status_code == 202
     assert len(recorder.requests) == 1
+
+
+def test_in_single_tenant_mode_keys_belong_to_each_proxy_api_key():
+    """Every client shares the held token there: the key they presented keeps them apart."""
+    one, two = "billing-key-0123456789", "reports-key-0123456789"
+    settings = Settings(username="acme", token="held-token", api_keys=f"{one},{two}")
+    shipments = iter(range(1, 10))
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = f"<sms><status>0</status><shipment_id>{next(shipments)}</shipment_id></sms>"
+        return httpx.Response(200, content=body.encode())
+
+    recorder = Recorder(answer)
+    with client_for(recorder, settings) as client:
+        ids = [client.post("/v1/messages", json=MESSAGE,
+                           headers={**KEY, "Authorization": f"Bearer {key}"}).json()
+               for key in (one, two, one)]
+    assert ids == [{"campaign_id": "1"}, {"campaign_id": "2"}, {"campaign_id": "1"}]
+    assert {r.headers["authorization"] for r in recorder.requests} == {"Bearer held-token"}
