@@ -167,8 +167,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
 
 async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
                    envelope: etree._Element, document: dict[str, JSON],
-                   creds: Credentials, *,
-                   safe: bool) -> Response:
+                   creds: Credentials, *, safe: bool) -> Response:
     """The upstream call and its answer as the client's response."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
     missing = names_not_found(op, envelope, answer.root)

@@ -6,7 +6,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,8 +21,9 @@ import pytest
 import redis
 from starlette.applications import Starlette
 
+from tests.processes import ROOT, free_port
+
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=ZoneInfo("Asia/Jerusalem"))
-ROOT = Path(__file__).resolve().parents[1]
 BASIC = "Basic " + base64.b64encode(b"demo:demo-token").decode()
 
 
@@ -67,14 +67,8 @@ def recorder() -> Recorder:
 # ── Servers of their own: redis-server, the sandbox ─────────────────────────────────────
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
-def running(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+def spawned(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
     """A process that says ``ready`` on its output when it serves (its own word, not a
     sleep); its output keeps flowing to a reader so a full pipe never blocks it; stopped by
     its PID."""
@@ -108,7 +102,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))]
-    with running(argv, "Ready to accept connections"):
+    with spawned(argv, "Ready to accept connections"):
         yield f"redis://127.0.0.1:{port}/0"
 
 
@@ -129,7 +123,7 @@ def sandbox_process(accounts: list[dict[str, Any]], workdir: Path) -> Iterator[s
     file.write_text(json.dumps(accounts))
     argv = [sys.executable, "-m", "proxy.sandbox", "--host", "127.0.0.1", "--port", str(port),
             "--accounts", str(file), "--seed", "1", "--dlr-delay", "0"]
-    with running(argv, "Uvicorn running on", cwd=ROOT):
+    with spawned(argv, "Uvicorn running on", cwd=ROOT):
         yield f"http://127.0.0.1:{port}/api"
 
 

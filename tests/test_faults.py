@@ -18,7 +18,8 @@ from proxy.errors import UpstreamSuspended, UpstreamUnreachable
 from proxy.mapping import load_table
 from proxy.settings import Settings
 from proxy.upstream import BACKOFF, BACKOFF_CAP, Upstream
-from tests.conftest import BASIC, Clock, FaultyUpstream, Recorder, free_port
+from tests.conftest import BASIC, Clock, FaultyUpstream, Recorder
+from tests.processes import free_port
 from tests.test_app import assert_problem
 
 SENT = b"<sms><status>0</status><message>SMS will be sent</message><shipment_id>9</shipment_id></sms>"

@@ -18,8 +18,9 @@ from proxy.app import create_app
 from proxy.errors import IdempotencyKeyInvalid
 from proxy.idempotency import key_of
 from proxy.settings import Settings
-from tests.conftest import BASIC, Clock, Recorder, free_port, serving
+from tests.conftest import BASIC, Clock, Recorder, serving
 from tests.examples import OPERATIONS, SPEC, STATE_CHANGING, example
+from tests.processes import free_port
 from tests.test_app import assert_problem
 
 SENT = b"<sms><status>0</status><message>SMS will be sent</message><shipment_id>9</shipment_id></sms>"
