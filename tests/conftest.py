@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from tests.processes import ROOT, free_port
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=ZoneInfo("Asia/Jerusalem"))
+FIGURES: list[str] = []  # measured by tests, printed once at the end of the run
 BASIC = "Basic " + base64.b64encode(b"demo:demo-token").decode()
 
 
@@ -195,3 +196,10 @@ def faulty(faulty_upstream: FaultyUpstream) -> FaultyUpstream:
     faulty_upstream.listen(True)
     faulty_upstream.plan()
     return faulty_upstream
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -25,7 +25,7 @@ from proxy.app import create_app
 from proxy.errors import MAX_FIELD_ERRORS
 from proxy.mapping import Operation
 from proxy.settings import Settings
-from tests.conftest import BASIC, NOW, Clock, FaultyUpstream, Recorder
+from tests.conftest import BASIC, FIGURES, NOW, Clock, FaultyUpstream, Recorder
 from tests.examples import OPERATIONS, SPEC, _deref, example
 from tests.test_app import assert_problem
 
@@ -407,6 +407,6 @@ def test_a_100_mb_answer_is_cut_off_at_the_limit_in_bounded_memory(faulty: Fault
     # The server could push what the sockets buffer, then the proxy hung up: far from 100 MB.
     assert written < 40 * 1024 * 1024, written
     assert peak < 16 * limit, peak
-    print(f"\n100 MB answer: the upstream got {written / 2**20:.1f} MiB out before the proxy "
+    FIGURES.append(f"100 MB answer: the upstream got {written / 2**20:.1f} MiB out before the proxy "
           f"hung up at its {limit / 2**20:.0f} MiB limit; peak traced memory {peak / 2**20:.1f} MiB")
 

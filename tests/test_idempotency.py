@@ -12,11 +12,12 @@ import pytest
 import redis
 from openapi_schema_validator import OAS31Validator
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.testclient import TestClient
 
-from proxy.app import create_app
-from proxy.errors import IdempotencyKeyInvalid
-from proxy.idempotency import key_of
+from proxy.app import ProblemResponse, create_app
+from proxy.errors import IdempotencyKeyInvalid, OutcomeUnknown
+from proxy.idempotency import Ledger, MemoryStore, Ticket, key_of
 from proxy.settings import Settings
 from tests.conftest import BASIC, Clock, Recorder, serving
 from tests.examples import OPERATIONS, SPEC, STATE_CHANGING, example
@@ -439,3 +440,23 @@ def test_in_single_tenant_mode_keys_belong_to_each_proxy_api_key():
                for key in (one, two, one)]
     assert ids == [{"campaign_id": "1"}, {"campaign_id": "2"}, {"campaign_id": "1"}]
     assert {r.headers["authorization"] for r in recorder.requests} == {"Bearer held-token"}
+
+
+@pytest.mark.parametrize("failure", [asyncio.CancelledError(), RuntimeError("a bug")],
+                         ids=["cancelled", "bug"])
+async def test_a_call_cut_short_by_a_cancellation_or_a_bug_is_in_doubt(failure):
+    """It may have reached the upstream before it stopped: the key must not be freed."""
+    now = [0.0]
+    ledger = Ledger(MemoryStore(10, lambda: now[0]), lambda: now[0], lease=40)
+    ticket = Ticket.of("demo", "demo-token", "k", {"body": MESSAGE})
+    calls = []
+
+    async def perform() -> Response:
+        calls.append(1)
+        raise failure
+
+    with pytest.raises(type(failure)):
+        await ledger.run(ticket, perform, ProblemResponse)
+    with pytest.raises(OutcomeUnknown):
+        await ledger.run(ticket, perform, ProblemResponse)
+    assert len(calls) == 1

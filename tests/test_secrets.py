@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 
 from proxy.app import create_app
 from proxy.settings import Settings
-from tests.conftest import FaultyUpstream, sandbox_process
+from tests.conftest import FIGURES, FaultyUpstream, sandbox_process
 
 TOKEN = "Zq9-s3cr3t-T0KEN-4711"
 OTHER_TOKEN = "Xy7-0ther-T0KEN-0815"
@@ -139,7 +139,7 @@ def test_no_secret_in_any_log_line_problem_or_header(tmp_path, redis_url, faulty
             assert secret not in response.text, response.text
             for name, value in response.headers.items():
                 assert secret not in value, (name, value)
-    print(f"\nsecrets: {len(responses)} answers ({statuses}), {len(lines)} log lines from "
+    FIGURES.append(f"secrets: {len(responses)} answers ({statuses}), {len(lines)} log lines from "
           f"{sorted(loggers)}: no token or password in any")
 
 

@@ -27,7 +27,7 @@ from proxy.app import create_app
 from proxy.sandbox import Account, Sandbox
 from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings
-from tests.conftest import BASIC, Clock, FaultyUpstream, serving
+from tests.conftest import BASIC, FIGURES, Clock, FaultyUpstream, serving
 
 pytestmark = pytest.mark.soak
 
@@ -123,7 +123,7 @@ async def _drive(client: httpx.AsyncClient, keys: list[str], tally: Tally,
 
 def _figures(name: str, tally: Tally, sends: Counter[str], elapsed: float, extra: str) -> str:
     twice = sum(1 for count in sends.values() if count > 1)
-    return (f"\n{name}: {tally.requests} requests in {elapsed:.1f} s; statuses "
+    return (f"{name}: {tally.requests} requests in {elapsed:.1f} s; statuses "
             f"{dict(sorted(tally.statuses.items()))}; problems {dict(tally.types.most_common())}; "
             f"{len(tally.done)} keys final, {len(tally.unknown)} in doubt, "
             f"{tally.replays} replays; {sum(sends.values())} sends upstream, {twice} twice; "
@@ -213,7 +213,7 @@ async def test_soak_against_the_sandbox_with_a_failing_wire():
         root = etree.fromstring(body)
         if root.tag == "sms":
             sends[root.findtext("message") or ""] += 1
-    print(_figures("soak/sandbox", tally, sends, elapsed,
+    FIGURES.append(_figures("soak/sandbox", tally, sends, elapsed,
                    f"wire faults {dict(wire.faults.most_common())}"))
     _check(tally, keys, pending, sends)
     assert 1_000_000 - balance == sum(sends.values())  # the sandbox charged each send once
@@ -257,7 +257,7 @@ async def test_soak_against_a_misbehaving_upstream(faulty: FaultyUpstream):
     sends = Counter({text: count for text, count in stats["sends"].items()
                      if text.startswith(SOAK)})
     growth = memory[-1] - memory[0]
-    print(_figures("soak/sockets", tally, sends, elapsed,
+    FIGURES.append(_figures("soak/sockets", tally, sends, elapsed,
                    f"upstream modes {stats['modes']}; traced memory {memory[0] / 2**20:.1f} MiB "
                    f"after the first round, {memory[-1] / 2**20:.1f} MiB at the end "
                    f"(+{growth / 1024:.0f} KiB)"))
