@@ -288,6 +288,7 @@ class Row:
     concurrency: int
     direct: Load
     proxy: Load
+    ratios: list[float] = field(default_factory=list)  # of every repeat, --repeat
 
     @property
     def ratio(self) -> float:
@@ -426,10 +427,12 @@ def table(results: Results) -> str:
     for row in results.rows:
         added = f"{row.added_ms:.2f} ms" if row.concurrency == 1 else "—"
         errors = row.direct.errors + row.proxy.errors
+        spread = (f" ({row.ratios[0]:.3f}-{row.ratios[-1]:.3f})" if len(row.ratios) > 1 else "")
         lines.append(
             f"| {row.op} | {row.concurrency} | {row.direct.rps:.0f} | {row.proxy.rps:.0f} | "
-            f"**{row.ratio:.3f}** | {row.direct.p50_ms:.2f} ms | {row.direct.p99_ms:.2f} ms | "
-            f"{row.proxy.p50_ms:.2f} ms | {row.proxy.p99_ms:.2f} ms | {added} |"
+            f"**{row.ratio:.3f}**{spread} | {row.direct.p50_ms:.2f} ms | "
+            f"{row.direct.p99_ms:.2f} ms | {row.proxy.p50_ms:.2f} ms | {row.proxy.p99_ms:.2f} ms | "
+            f"{added} |"
             + (f" {errors} errors!" if errors else ""))
     return "\n".join(lines)
 
@@ -460,6 +463,8 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
 def report(results: Results) -> None:
     print("\n## Machine\n\n" + machine())
     print("\n## Direct XML against the proxy (ratio = proxy / direct req/s)\n")
+    if any(len(row.ratios) > 1 for row in results.rows):
+        print("Each row is the median of its repeats by ratio; the range in brackets.\n")
     print(table(results))
     if results.workers:
         print("\n## --workers 2 (proxy req/s at c=32)\n")
@@ -486,6 +491,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before each")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each cell, fresh servers each; the table shows the one "
+                             "with the median ratio, and the range")
     parser.add_argument("--only", nargs="+", metavar="OP", help="balance send_1 send_1000 dlr_1000")
     parser.add_argument("--rss-seconds", type=int, default=60)
     parser.add_argument("--skip-rss", action="store_true")
@@ -506,7 +514,11 @@ def main() -> None:
           flush=True)
     for op in chosen:
         for concurrency in CONCURRENCIES:
-            results.rows.append(cell(op, ops, concurrency, args))
+            runs = sorted((cell(op, ops, concurrency, args) for _ in range(args.repeat)),
+                          key=lambda row: row.ratio)
+            median = runs[len(runs) // 2]
+            median.ratios = [row.ratio for row in runs]
+            results.rows.append(median)
     if not args.skip_workers:
         for op in chosen:
             one = next(r.proxy.rps for r in results.rows

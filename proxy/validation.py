@@ -153,13 +153,14 @@ class Schema:
     fast: jsonschema_rs.Draft202012Validator
     full: OAS31Validator
 
-    def errors(self, instance: JSON, base: str) -> list[FieldError]:
+    def valid(self, instance: JSON) -> bool:
         try:
-            if self.fast.is_valid(instance):
-                return []
+            return bool(self.fast.is_valid(instance))
         except UnicodeEncodeError:  # a lone surrogate ("\ud800"): Rust strings cannot hold it
-            pass
-        return _field_errors(self.full, instance, base)
+            return False
+
+    def errors(self, instance: JSON, base: str) -> list[FieldError]:
+        return [] if self.valid(instance) else _field_errors(self.full, instance, base)
 
 
 class OperationValidator:
@@ -212,17 +213,21 @@ class OperationValidator:
         return query
 
     def check(self, document: Mapping[str, JSON], has_body: bool) -> None:
-        if has_body:
-            too_many = _too_many(self.spec, self.body_schema, document.get("body"), "/body")
+        body = document.get("body")
+        # A valid body has no array over its maxItems: the count is only needed otherwise
+        # (walking 10,000 recipients for it took 20 times the fast validation).
+        fine = has_body and self.body is not None and self.body.valid(body)
+        if has_body and not fine:
+            too_many = _too_many(self.spec, self.body_schema, body, "/body")
             if too_many:
                 raise RequestInvalid(too_many)
         errors: list[FieldError] = []
         for where, schema in self.params.items():
             errors += schema.errors(document.get(where, {}), f"/{where}")
         if self.body is not None:
-            if has_body:
-                errors += self.body.errors(document.get("body"), "/body")
-            elif self.body_required:
+            if has_body and not fine:
+                errors += _field_errors(self.body.full, body, "/body")
+            elif not has_body and self.body_required:
                 errors.append(FieldError("/body", "a JSON body is required"))
         if errors:
             raise RequestInvalid(errors)
