@@ -10,7 +10,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 
@@ -183,7 +183,8 @@ def create_app(settings: Settings | None = None, *,
         from proxy.sandbox import Sandbox
         from proxy.sandbox import create_app as create_sandbox
 
-        transport, url = httpx.ASGITransport(app=create_sandbox(Sandbox())), SANDBOX_URL
+        sandbox = Sandbox(dlr_delay=timedelta(seconds=settings.sandbox_dlr_delay))
+        transport, url = httpx.ASGITransport(app=create_sandbox(sandbox)), SANDBOX_URL
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
