@@ -203,6 +203,18 @@ def test_a_plus_sign_left_unencoded_in_a_query_still_reads_as_an_offset():
     assert "<from>20/11/26 00:00</from>" in recorder.envelope
 
 
+@pytest.mark.parametrize(("start", "end"), [
+    ("2026-11-20T00:00:00.5%2B0200", "2026-11-20T22:00:00-0000"),  # strftime's %z
+    ("2026-11-20T00:00:00+0200", "2026-11-21T00:00:00+02:00"),      # ... with "+" unencoded
+])
+def test_a_query_date_time_with_a_basic_offset_reads_as_rfc_3339(start, end):
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    with client_for(recorder) as client:
+        response = client.get(f"/v1/incoming-messages?from={start}&to={end}")
+    assert response.status_code == 200, response.text
+    assert "<from>20/11/26 00:00</from><to>21/11/26 00:00</to>" in recorder.envelope
+
+
 @pytest.mark.parametrize("text", ['<b>&amp;"\'</b> ]]> & < >', "שלום 😀 עולם", "line\nbreak\ttab"])
 def test_xml_metacharacters_hebrew_and_emoji_arrive_intact(text):
     recorder = Recorder(SENT)
