@@ -14,9 +14,12 @@ from proxy.settings import OPTIONS, Settings, SettingsError, load_settings
 SANDBOX_BANNER = """\
 SMS Leads REST proxy on the embedded sandbox: nothing leaves this machine.
   Demo account: username demo, API token demo-token, 1000 credits.
-  API docs:     {base}/openapi.yaml
+  API:          {base}/openapi.yaml
   Try:          curl -u demo:demo-token {base}/v1/balance
 """
+SANDBOX_WORKERS = (
+    "  Note: each of the {workers} workers has a sandbox of its own (credits, lists, reports).\n"
+)
 
 
 def app_from_env() -> Starlette:
@@ -42,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"smsleads-proxy: {exc}")
     _export(settings)
     if settings.sandbox:
-        print(SANDBOX_BANNER.format(base=f"http://{settings.host}:{settings.port}"), flush=True)
+        banner = SANDBOX_BANNER.format(base=f"http://{settings.host}:{settings.port}")
+        if settings.workers > 1:
+            banner += SANDBOX_WORKERS.format(workers=settings.workers)
+        print(banner, flush=True)
     uvicorn.run("proxy.__main__:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, log_level=settings.log_level)
 

@@ -10,7 +10,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -180,11 +180,11 @@ def create_app(settings: Settings | None = None, *,
     table, spec, validators = _tables()
     url = settings.upstream_url
     if transport is None and settings.sandbox:
-        from proxy.sandbox import Sandbox
         from proxy.sandbox import create_app as create_sandbox
+        from proxy.sandbox.__main__ import from_environment
 
-        sandbox = Sandbox(dlr_delay=timedelta(seconds=settings.sandbox_dlr_delay))
-        transport, url = httpx.ASGITransport(app=create_sandbox(sandbox)), SANDBOX_URL
+        transport = httpx.ASGITransport(app=create_sandbox(from_environment()))
+        url = SANDBOX_URL
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -34,13 +34,6 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _delay(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 86400:
-        raise ValueError("must be a number of seconds, 0 to 86400")
-    return value
-
-
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -82,7 +75,6 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_answer_bytes: int = 8 * 1024 * 1024
     sandbox: bool = False
-    sandbox_dlr_delay: float = 2.0
     log_level: str = "info"
 
 
@@ -113,8 +105,6 @@ OPTIONS: tuple[Option, ...] = (
            "largest upstream answer read (502 above)"),
     Option("sandbox", "SMSLEADS_SANDBOX", _flag,
            "answer from the embedded sandbox instead of SMS Leads"),
-    Option("sandbox_dlr_delay", "SMSLEADS_SANDBOX_DLR_DELAY", _delay,
-           "seconds before the sandbox's delivery reports arrive (0: at once)"),
     Option("log_level", "SMSLEADS_LOG_LEVEL", _log_level, "debug, info, warning or error"),
 )
 

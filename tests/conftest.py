@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -32,6 +33,16 @@ class Recorder:
         """The last envelope without its XML declaration."""
         body = self.requests[-1].content.decode("utf-8")
         return body.split("?>", 1)[1].strip() if body.startswith("<?xml") else body
+
+
+def deref(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow local $refs ("#/components/...") in the OpenAPI document."""
+    while "$ref" in node:
+        target: Any = spec
+        for token in node["$ref"][2:].split("/"):
+            target = target[token.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from proxy.app import create_app
 from proxy.mapping import load_table
-from proxy.settings import Settings, SettingsError, load_settings
+from proxy.settings import Settings
 from tests.conftest import BASIC, NOW, Recorder
 
 BALANCE = (b'<?xml version="1.0" encoding="utf-8"?>\n'
@@ -318,18 +318,3 @@ def test_report_window_defaults_to_the_last_day():
             "to": "2026-11-20T10:00:00+02:00"}).status_code == 200
         assert "<from>19/11/26 10:00</from><to>20/11/26 10:00</to>" in recorder.envelope
 
-
-def test_embedded_sandbox_with_no_report_delay_reports_at_once():
-    settings = load_settings(["--sandbox", "--sandbox-dlr-delay", "0"], {})
-    message = {**MESSAGE, "recipients": [{"phone": "0501234567", "external_id": "now-1"}]}
-    with TestClient(create_app(settings), headers={"Authorization": BASIC}) as client:
-        sent = client.post("/v1/messages", json=message)
-        assert sent.status_code == 202, sent.text
-        reports = client.get("/v1/reports/dlr", params={"external_id": "now-1"}).json()["data"]
-    assert [r["campaign_id"] for r in reports] == [sent.json()["campaign_id"]]
-
-
-@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
-def test_sandbox_report_delay_must_be_a_number_of_seconds(value):
-    with pytest.raises(SettingsError, match="SMSLEADS_SANDBOX_DLR_DELAY"):
-        load_settings([], {"SMSLEADS_SANDBOX_DLR_DELAY": value})

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from proxy.app import create_app, load_spec
-from tests.conftest import BASIC, NOW, Recorder
+from tests.conftest import BASIC, NOW, Recorder, deref
 
 DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 USER = "<user><username>demo</username></user>"
@@ -212,12 +212,7 @@ SPEC = load_spec()
 
 
 def _deref(node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = SPEC
-        for token in node["$ref"][2:].split("/"):
-            target = target[token]
-        node = target
-    return node
+    return deref(SPEC, node)
 
 
 def example_request(op_id: str) -> tuple[str, str, Any]:

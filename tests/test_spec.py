@@ -10,6 +10,7 @@ from openapi_spec_validator import validate
 
 from proxy.app import create_app, load_spec
 from proxy.mapping import Element, Field, Operation, load_table
+from tests.conftest import deref
 
 SPEC = load_spec()
 TABLE = load_table()
@@ -29,12 +30,7 @@ SPEC_OPERATIONS = _spec_operations()
 
 
 def _deref(node: dict[str, Any]) -> dict[str, Any]:
-    while "$ref" in node:
-        target: Any = SPEC
-        for token in node["$ref"][2:].split("/"):
-            target = target[token]
-        node = target
-    return node
+    return deref(SPEC, node)
 
 
 def _schema_paths(schema: dict[str, Any], at: str) -> set[str]:

@@ -1,11 +1,13 @@
 """``python -m proxy.sandbox`` / ``smsleads-sandbox``: serve the sandbox with uvicorn.
 
     python -m proxy.sandbox --host 127.0.0.1 --port 9000 [--db FILE] [--quirks] [--seed N]
-                            [--accounts FILE.json|yaml]
+                            [--accounts FILE.json|yaml] [--dlr-delay S] [--failure-rate F]
 
-Each flag has an environment variable (SANDBOX_HOST, SANDBOX_PORT, SANDBOX_DB, SANDBOX_QUIRKS,
-SANDBOX_SEED, SANDBOX_ACCOUNTS); a flag wins over its variable. An accounts file is a list
-of objects with the fields of :class:`~proxy.sandbox.accounts.Account`, e.g.
+Each flag has an environment variable (SANDBOX_HOST, SANDBOX_PORT, SANDBOX_DB,
+SANDBOX_QUIRKS, SANDBOX_SEED, SANDBOX_ACCOUNTS, SANDBOX_DLR_DELAY, SANDBOX_FAILURE_RATE); a flag
+wins over its variable. ``python -m proxy --sandbox`` builds its in-process sandbox from the
+same variables. An accounts file is a list of objects with the fields of
+:class:`~proxy.sandbox.accounts.Account`, e.g.
 ``[{"username": "acme", "token": "acme-token", "credits": 500}]``.
 """
 
@@ -16,6 +18,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -54,6 +57,12 @@ def parse_args(argv: Sequence[str] | None,
                         default=int(env["SANDBOX_SEED"]) if env.get("SANDBOX_SEED") else None)
     parser.add_argument("--accounts", default=env.get("SANDBOX_ACCOUNTS"),
                         help="JSON or YAML file: a list of extra accounts")
+    parser.add_argument("--dlr-delay", type=float,
+                        default=float(env.get("SANDBOX_DLR_DELAY", "2")),
+                        help="seconds from a send to its delivery reports (default 2)")
+    parser.add_argument("--failure-rate", type=float,
+                        default=float(env.get("SANDBOX_FAILURE_RATE", "0.1")),
+                        help="share of destinations whose delivery fails (default 0.1)")
     return parser.parse_args(argv)
 
 
@@ -75,7 +84,13 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
 
 def build(args: argparse.Namespace) -> Sandbox:
     accounts = load_accounts(args.accounts) if args.accounts else []
-    return Sandbox(seed=args.seed, quirks=args.quirks, accounts=accounts, db_path=args.db)
+    return Sandbox(seed=args.seed, quirks=args.quirks, accounts=accounts, db_path=args.db,
+                   dlr_delay=timedelta(seconds=args.dlr_delay), failure_rate=args.failure_rate)
+
+
+def from_environment(env: Mapping[str, str] = os.environ) -> Sandbox:
+    """The sandbox that ``python -m proxy --sandbox`` embeds, configured by SANDBOX_*."""
+    return build(parse_args([], env))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -90,7 +90,6 @@ def _texts(parent: etree._Element, path: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Message:
-    source: str
     text: str
     tag: str | None
     dynamic: bool
@@ -116,11 +115,11 @@ def _message(call: Call, element: etree._Element, response: bool) -> _Message:
             raise Rejected(9)
         if _DIGITS.fullmatch(source) and national(source) not in call.account.verified:
             raise Rejected(515)  # NOTES.md: a numeric sender must be verified first
-    return _Message(source, text, _text(element, "tag"), _text(element, "add_dynamic") == "1",
+    return _Message(text, _text(element, "tag"), _text(element, "add_dynamic") == "1",
                     destinations)
 
 
-def _options(call: Call, element: etree._Element) -> _Options:
+def _options(element: etree._Element, response: bool) -> _Options:
     raw = _text(element, "add_unsubscribe") or "0"
     if not _DIGITS.fullmatch(raw):
         raise Rejected(986)
@@ -132,7 +131,7 @@ def _options(call: Call, element: etree._Element) -> _Options:
         send_at = parse_time(timing)
         if send_at is None:
             raise unknown_error("timing is not a date in the format dd/mm/yy hh:mm")
-    return _Options(send_at, unsubscribe, _text(element, "response") == "1")
+    return _Options(send_at, unsubscribe, response)
 
 
 def _own_list(call: Call, raw_id: str) -> ContactList | None:
@@ -200,7 +199,7 @@ def _launch(call: Call, valid: int, deliveries: list[Delivery], options: _Option
 def send_sms(call: Call) -> Reply:
     response = _text(call.request, "response") == "1"
     message = _message(call, call.request, response)
-    options = _options(call, call.request)
+    options = _options(call.request, response)
     valid, deliveries = _deliveries(call, message, options)
     campaign_id = _launch(call, valid, deliveries, options)
     return Reply("SMS will be sent", [node("shipment_id", campaign_id)])
@@ -214,7 +213,7 @@ def send_bulk(call: Call) -> Reply:
         raise missing("sms")
     response = _text(call.request, "response") == "1"
     messages = [_message(call, item, response) for item in items]
-    options = _options(call, call.request)
+    options = _options(call.request, response)
     valid, deliveries = 0, []
     for message in messages:
         item_valid, item_deliveries = _deliveries(call, message, options)

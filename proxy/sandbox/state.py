@@ -37,8 +37,8 @@ from proxy.sandbox.store import Rows, Store
 from proxy.sandbox.texts import DELIVERED, FAILURES, OPT_OUT_WORDS, REPLIES, SEEDED_INCOMING
 
 _AT = attrgetter("at")
-# Seeded for the demo account (the brief: "one or two blacklisted numbers ... within the
-# last week"): national number, age.
+# The demo account starts with something to see in its blacklist window (2.4.1):
+# national number, how long ago it was added.
 _SEEDED_BLACKLIST = (("529999999", timedelta(days=2)), ("528888888", timedelta(days=5)))
 
 

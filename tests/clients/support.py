@@ -221,9 +221,12 @@ def live_proxy(*extra: str, env: dict[str, str] | None = None) -> Iterator[LiveP
     """``python -m proxy --sandbox`` on a free loopback port, stopped by its PID at the end."""
     port = free_port()
     argv: Sequence[str] = [sys.executable, "-m", "proxy", "--sandbox", "--host", "127.0.0.1",
-                           "--port", str(port), "--sandbox-dlr-delay", "0", *extra]
+                           "--port", str(port), *extra]
+    # The embedded sandbox reports deliveries at once instead of 2 s later (its own setting,
+    # proxy/sandbox/__main__.py): scenarios read reports right after sending, no waiting.
+    environment = {**os.environ, "SANDBOX_DLR_DELAY": "0", **(env or {})}
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env={**os.environ, **(env or {})})
+                               text=True, env=environment)
     output: list[str] = []
     ready = threading.Event()
     reader = threading.Thread(target=_drain, args=(process, output, ready), daemon=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from proxy.sandbox import FixedClock, Sandbox, create_app
 from proxy.sandbox import __main__ as cli
@@ -97,7 +98,7 @@ def test_cli_bad_accounts_file_stops_with_a_message(tmp_path: Path, capsys: Any,
 def test_cli_main_prints_the_demo_credentials_and_serves(monkeypatch: pytest.MonkeyPatch,
                                                          capsys: Any, tmp_path: Path) -> None:
     served: dict[str, Any] = {}
-    monkeypatch.setattr(cli.uvicorn, "run", lambda app, **kwargs: served.update(kwargs, app=app))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs, app=app))
     cli.main(["--port", "9301", "--db", str(tmp_path / "s.db"), "--quirks"])
     out = capsys.readouterr().out
     assert "username demo, API token demo-token, 1000 credits" in out

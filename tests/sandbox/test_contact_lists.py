@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from lxml import etree
+
 from proxy.sandbox import Account, FixedClock, Sandbox
 from tests.sandbox.support import Client, message, status
 
 
-def errors(answer) -> list[str | None]:
+def errors(answer: etree._Element) -> list[str | None]:
     return [error.text for error in answer.findall("errors/error")]
 
 

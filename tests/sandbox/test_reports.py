@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from lxml import etree
 
 from proxy.sandbox import Account, FixedClock, Sandbox
 from tests.sandbox.support import TODAY, Client, message, status
@@ -13,7 +14,7 @@ NULL = "<transactions><external_id>null</external_id></transactions>"
 DLR_CODES = {"102", "1", "2", "4", "7", "15", "17", "108", "747"}
 
 
-def transactions(answer) -> list[dict[str, str | None]]:
+def transactions(answer: etree._Element) -> list[dict[str, str | None]]:
     return [{c.tag: c.text for c in row} for row in answer.findall("transactions/transaction")]
 
 

@@ -136,8 +136,8 @@ async def test_sqlite_state_survives_a_restart(tmp_path: Path, clock: FixedClock
     second.advance(timedelta(hours=2))  # the scheduled campaign goes out after the restart
     cancel = f"<campaign_id>{scheduled.findtext('shipment_id')}</campaign_id>"
     assert status(await again("cancel", cancel)) == 966
-    answer = await again("dlrByDate", NULL + TODAY)
-    assert len(answer.findall("transactions/transaction")) == 4
+    reports = await again("dlrByDate", NULL + TODAY)
+    assert len(reports.findall("transactions/transaction")) == 4
     second.close()
 
 
