@@ -45,6 +45,10 @@ def _text_to_xml(value: JSON) -> str:
 
 
 def _integer_to_xml(value: JSON) -> str:
+    # JSON Schema's "integer" is any number with a zero fractional part (2020-12 validation
+    # §6.1.1), so a client may well send 5.0.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConversionError("must be an integer")
     return str(value)

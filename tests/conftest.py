@@ -48,3 +48,21 @@ def deref(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+# Figures a test wants in the run's closing summary (e.g. how many cases schemathesis made),
+# printed by pytest_terminal_summary below, so tests/run and CI show them without -s.
+FIGURES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> list[str]:
+    return request.config.stash.setdefault(FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -127,12 +127,34 @@ def test_a_body_over_the_limit_is_413():
     assert recorder.requests == []
 
 
+def test_a_concrete_path_is_not_taken_for_a_template_it_fits():
+    recorder = Recorder(SENT)
+    with client_for(recorder) as client:
+        response = client.delete("/v1/contact-lists/17/contacts/removals")
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == "POST"
+    assert recorder.requests == []
+
+
 def test_unknown_route_is_404_and_wrong_method_is_405():
     with client_for(Recorder(SENT)) as client:
         assert_problem(client.get("/v1/nothing"), 404, "not-found")
         response = client.delete("/v1/balance")
         assert_problem(response, 405, "method-not-allowed")
         assert "GET" in response.headers["allow"]
+
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/v1/contact-lists", "GET, HEAD, POST"),      # two operations, two routes
+    ("/v1/contact-lists/17", "DELETE, GET, HEAD"),
+    ("/v1/subscribers", "GET, HEAD, POST"),
+    ("/v1/contact-lists/17/contacts/removals", "POST"),  # not DELETE .../contacts/{phone}
+])
+def test_a_405_allows_every_method_of_the_path(path, allow):
+    with client_for(Recorder(SENT)) as client:
+        response = client.patch(path)
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == allow
 
 
 def test_unknown_fields_are_refused_with_a_pointer_each():

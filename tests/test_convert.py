@@ -111,7 +111,12 @@ def test_integer_round_trip(value):
     assert integer.from_xml(integer.to_xml(value)) == value
 
 
-@pytest.mark.parametrize("bad", [True, "5", 1.5, None])
+def test_integer_takes_a_number_with_no_fraction_as_json_schema_does():
+    assert CONVERTERS["integer"].to_xml(5.0) == "5"
+    assert CONVERTERS["integer"].to_xml(1e20) == "100000000000000000000"
+
+
+@pytest.mark.parametrize("bad", [True, "5", 1.5, float("inf"), float("nan"), None])
 def test_integer_refuses_what_is_not_an_integer(bad):
     with pytest.raises(ConversionError):
         CONVERTERS["integer"].to_xml(bad)

@@ -14,6 +14,7 @@ from importlib.util import find_spec
 from types import ModuleType
 from typing import Any
 
+import pydantic
 import pytest
 
 from tests.clients.support import generate
@@ -148,9 +149,13 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy):
         problem = _problem_of(sdk, sdk.exceptions.NotFoundException,
                               lambda: lists.get_contact_list("999999999"))
         assert problem.type == "/problems/contact-list-not-found"
+        # This client checks the spec's pattern itself: a landline is refused before sending...
+        with pytest.raises(pydantic.ValidationError, match="phone"):
+            sdk.Recipient(phone="0401234567")
+        # ... and when that check is skipped, the proxy's 422 arrives as the typed exception.
+        unchecked = sdk.Recipient.model_construct(phone="0401234567")
         problem = _problem_of(sdk, sdk.exceptions.UnprocessableEntityException, lambda: messages.send_message(
-            sdk.SendMessageRequest(sender="DemoAPI", text="hi",
-                                   recipients=[sdk.Recipient(phone="0401234567")])))
+            sdk.SendMessageRequest(sender="DemoAPI", text="hi", recipients=[unchecked])))
         assert problem.type == "/problems/invalid-request"
         assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
         assert account.get_balance().credits == credits - 12

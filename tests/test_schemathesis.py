@@ -1,0 +1,42 @@
+"""schemathesis 4, every phase and every check, against python -m proxy --sandbox over HTTP.
+
+Examples, coverage, fuzzing and the stateful phase (which follows the spec's links: a new
+list's id to read, fill, empty and delete it; a send's campaign_id to cancel it). What a check
+is told to expect beyond its defaults is in tests/schemathesis.toml, each with its reason.
+The seeds are fixed, so a failure reproduces; the number of cases is printed in the summary.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from proxy.mapping import load_table
+from tests.clients.support import BIN, live_proxy
+
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+PHASES = ("Examples", "Coverage", "Fuzzing", "Stateful")
+SEED = "20261125"
+MAX_EXAMPLES = "50"  # per operation and phase: the whole run stays around a minute
+
+
+def test_schemathesis_finds_no_failure(figures):
+    # A fresh proxy, not the clients' one: the run spends the demo account's credits.
+    with live_proxy(env={"SANDBOX_SEED": "1"}) as proxy:
+        run = subprocess.run(
+            [str(BIN / "schemathesis"), "--config-file", str(CONFIG), "run",
+             f"{proxy.url}/openapi.json", "--checks", "all",
+             "--phases", ",".join(p.lower() for p in PHASES), "--max-examples", MAX_EXAMPLES,
+             "--seed", SEED, "--no-color", "--output-truncate", "true"],
+            capture_output=True, text=True, timeout=600)
+    output = run.stdout + run.stderr
+    cases = re.search(r"^\s*(\d+) generated, .*$", output, re.M)
+    tested = re.search(r"^\s*Tested: (\d+)$", output, re.M)
+    figures.append(f"schemathesis: {cases.group(0).strip() if cases else 'no count'} "
+                   f"(seed {SEED}, {MAX_EXAMPLES} examples per operation and phase)")
+    assert run.returncode == 0, output[-30000:]
+    assert tested and int(tested.group(1)) == len(load_table().operations), output[-3000:]
+    for phase in PHASES:
+        assert f"✅ {phase}" in output, f"the {phase} phase did not pass:\n{output[-3000:]}"
+    assert cases and int(cases.group(1)) > 1000, output[-3000:]
