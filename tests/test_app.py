@@ -331,6 +331,19 @@ def test_every_upstream_status_code_reaches_the_client_as_the_table_says(code):
         assert response.headers["retry-after"] == str(refusal.retry_after)
 
 
+@pytest.mark.parametrize(("query", "pointer"), [
+    ("to=0001-01-01T00:00:00%2B01:00", "/query/to"),         # no day before it for `from`
+    ("from=2404-08-06T00:00:00Z&to=2404-08-07T00:00:00Z", "/query/from"),  # not "06/08/04"
+])
+def test_a_window_two_digit_years_cannot_carry_is_a_422(query, pointer):
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    with client_for(recorder) as client:
+        problem = assert_problem(client.get(f"/v1/incoming-messages?{query}"), 422,
+                                 "invalid-request")
+    assert pointer in {e["pointer"] for e in problem["errors"]}
+    assert recorder.requests == []
+
+
 def test_report_window_defaults_to_the_last_day():
     recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
     with client_for(recorder) as client:
