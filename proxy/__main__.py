@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import logging.config
 import os
 import sys
 from collections.abc import Sequence
@@ -9,17 +11,22 @@ from collections.abc import Sequence
 import uvicorn
 from starlette.applications import Starlette
 
+from proxy import logs
+from proxy.metrics import multiprocess_dir
 from proxy.settings import OPTIONS, Settings, SettingsError, load_settings
 
 SANDBOX_BANNER = """\
 SMS Leads REST proxy on the embedded sandbox: nothing leaves this machine.
   Demo account: username demo, API token demo-token, 1000 credits.
+  API docs:     {base}/docs
   API:          {base}/openapi.yaml
   Try:          curl -u demo:demo-token {base}/v1/balance
 """
 SANDBOX_WORKERS = (
     "  Note: each of the {workers} workers has a sandbox of its own (credits, lists, reports).\n"
 )
+
+_log = logging.getLogger("smsleads_proxy.main")
 
 
 def app_from_env() -> Starlette:
@@ -32,25 +39,45 @@ def app_from_env() -> Starlette:
 def _export(settings: Settings) -> None:
     for option in OPTIONS:
         value = getattr(settings, option.field)
-        os.environ[option.env] = str(value).lower() if isinstance(value, bool) else str(value)
+        if value is not None:
+            os.environ[option.env] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _check(settings: Settings) -> None:
+    """Build the app once before forking workers: a bad table, spec or single-tenant setup
+    stops the start here, with a message, instead of in every worker."""
+    from proxy.app import create_app
+
+    create_app(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings(argv)
-        from proxy.app import create_app
-
-        create_app(settings)  # fail now, with a message, on a bad table or spec
-    except (SettingsError, ValueError) as exc:
+    except SettingsError as exc:
         sys.exit(f"smsleads-proxy: {exc}")
-    _export(settings)
-    if settings.sandbox:
-        banner = SANDBOX_BANNER.format(base=f"http://{settings.host}:{settings.port}")
-        if settings.workers > 1:
-            banner += SANDBOX_WORKERS.format(workers=settings.workers)
-        print(banner, flush=True)
-    uvicorn.run("proxy.__main__:app_from_env", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, log_level=settings.log_level)
+    logging.config.dictConfig(logs.config(settings.log_level))
+    # The workers import prometheus_client after the directory is in their environment (this
+    # process only supervises them), and it is removed when they have all stopped.
+    with multiprocess_dir(settings.workers) as metrics_dir:
+        try:
+            _check(settings)
+        except (SettingsError, ValueError) as exc:
+            sys.exit(f"smsleads-proxy: {exc}")
+        _export(settings)
+        _log.info("starting", extra={
+            "host": settings.host, "port": settings.port, "workers": settings.workers,
+            "upstream": "sandbox" if settings.sandbox else settings.upstream_url,
+            "single_tenant": bool(settings.api_keys or settings.api_keys_file),
+            "metrics_dir": metrics_dir})
+        if settings.sandbox:
+            banner = SANDBOX_BANNER.format(base=f"http://{settings.host}:{settings.port}")
+            if settings.workers > 1:
+                banner += SANDBOX_WORKERS.format(workers=settings.workers)
+            print(banner, flush=True)
+        uvicorn.run("proxy.__main__:app_from_env", factory=True, host=settings.host,
+                    port=settings.port, workers=settings.workers,
+                    log_config=logs.config(settings.log_level), access_log=False)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ import httpx
 import yaml
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from proxy.auth import credentials
+from proxy import docs, health, logs
+from proxy.auth import Authenticate, credentials, tenant
 from proxy.errors import (
     MalformedRequest,
     MethodNotAllowed,
@@ -36,6 +38,8 @@ from proxy.errors import (
     UpstreamRefused,
 )
 from proxy.mapping import MappingError, Operation, Table, load_table
+from proxy.metrics import forget_dead_workers
+from proxy.observability import REQUEST_ID_HEADER, Monitor, Observer, WatchedUpstream, request_id
 from proxy.settings import Settings
 from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
 from proxy.types import JSON
@@ -62,8 +66,11 @@ def _tables() -> tuple[Table, dict[str, Any], dict[tuple[str, str], OperationVal
 class ProblemResponse(JSONResponse):
     media_type = "application/problem+json"
 
-    def __init__(self, error: ProblemError) -> None:
-        super().__init__(error.as_json(), status_code=error.status, headers=error.headers)
+    def __init__(self, error: ProblemError, request_id: str | None = None) -> None:
+        body = error.as_json()
+        if request_id is not None:  # the same id as the X-Request-ID header and the log line
+            body["request_id"] = request_id
+        super().__init__(body, status_code=error.status, headers=error.headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -112,7 +119,8 @@ Clock = Callable[[], datetime]
 def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
               clock: Clock) -> Endpoint:
     async def endpoint(request: Request) -> Response:
-        creds = credentials(request.headers)
+        authenticate: Authenticate = request.app.state.authenticate
+        creds = authenticate(request.headers)
         document: dict[str, JSON] = {
             "auth": {"username": creds.username},
             "path": dict(request.path_params),
@@ -172,14 +180,26 @@ def _allowed(request: Request) -> str:
 
 async def _problem(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ProblemError):
-        return ProblemResponse(exc)
+        return ProblemResponse(exc, request_id(request))
     if isinstance(exc, HTTPException) and exc.status_code == 405:
         error: ProblemError = MethodNotAllowed(f"{request.method} is not allowed here")
         error.headers["Allow"] = _allowed(request)
-        return ProblemResponse(error)
+        return ProblemResponse(error, request_id(request))
     if isinstance(exc, HTTPException) and exc.status_code == 404:
-        return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"))
+        return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"),
+                               request_id(request))
     raise exc
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    """A bug: Starlette's ServerErrorMiddleware calls this for the answer, then re-raises so
+    that uvicorn logs the traceback. It runs outside Observer, hence the header here."""
+    found = request_id(request)
+    response = ProblemResponse(ProblemError("the proxy failed; its log names this request"),
+                               found)
+    if found is not None:
+        response.headers[REQUEST_ID_HEADER] = found
+    return response
 
 
 def _routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
@@ -207,6 +227,12 @@ def create_app(settings: Settings | None = None, *,
     settings = settings or Settings()
     table, spec, validators = _tables()
     url = settings.upstream_url
+    held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
+    if held is not None:
+        logs.hide(held.token)
+    monitor = Monitor(lambda: clock().timestamp())
+    readiness = health.Readiness(monitor, health.probe_envelope(table),
+                                 settings.readiness_window, settings.readiness_timeout)
     if transport is None and settings.sandbox:
         from proxy.sandbox import create_app as create_sandbox
         from proxy.sandbox.__main__ import from_environment
@@ -220,8 +246,10 @@ def create_app(settings: Settings | None = None, *,
                                 connect=settings.upstream_connect_timeout)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         async with httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits) as client:
-            app.state.upstream = Upstream(client, url, table.statuses, unclosed=table.unclosed,
-                                          max_answer_bytes=settings.max_answer_bytes)
+            app.state.upstream = WatchedUpstream(
+                monitor, client, url, table.statuses, unclosed=table.unclosed,
+                max_answer_bytes=settings.max_answer_bytes)
+            forget_dead_workers()
             yield
 
     spec_json = json.dumps(spec, ensure_ascii=False).encode()
@@ -233,14 +261,18 @@ def create_app(settings: Settings | None = None, *,
     async def openapi_json(request: Request) -> Response:
         return Response(spec_json, media_type="application/json")
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
     routes = [
         *_routes(table, validators, settings, clock),
         Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        *health.routes(readiness),
+        Route("/metrics", monitor.endpoint, methods=["GET"]),
+        *docs.routes(),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={ProblemError: _problem, HTTPException: _problem})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(Observer, monitor=monitor)],
+                    exception_handlers={ProblemError: _problem, HTTPException: _problem,
+                                        500: _bug})
+    app.state.authenticate = credentials if held is None else held.credentials
+    app.state.monitor = monitor
+    return app

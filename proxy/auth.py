@@ -2,23 +2,37 @@
 
     Authorization: Basic base64(username:token)            (every generated client can)
     Authorization: Bearer <token> + X-SMSLeads-Username    (for clients that hold a token)
+
+In single-tenant mode (:class:`Tenant`) the proxy holds the account and clients present one of
+the proxy's own API keys instead:
+
+    Authorization: Bearer <proxy key>
+    Authorization: Basic base64(<any name>:<proxy key>)
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from starlette.datastructures import Headers
 
 from proxy.errors import Unauthorized
+from proxy.settings import Settings, SettingsError, named
 
 USERNAME_HEADER = "x-smsleads-username"
 # RFC 6750 §2.1 b64token; also keeps CR, LF and other controls out of the upstream header.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _USERNAME = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
+_HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
+MIN_KEY_LENGTH = 16  # a guessable key would hand out the account
+TENANT_CHALLENGE = 'Bearer realm="smsleads-proxy", Basic realm="smsleads-proxy", charset="UTF-8"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +42,9 @@ class Credentials:
 
     def __repr__(self) -> str:  # keeps the token out of tracebacks and debug output
         return f"Credentials(username={self.username!r}, token=<redacted>)"
+
+
+Authenticate = Callable[[Headers], Credentials]
 
 
 def _utf8(header: str) -> str:
@@ -64,3 +81,114 @@ def credentials(headers: Headers) -> Credentials:
     if not _TOKEN.fullmatch(token):
         raise Unauthorized("the API token is empty or has characters a token cannot have")
     return Credentials(username, token)
+
+
+# ── Single-tenant mode ───────────────────────────────────────────────────────────────────────
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """The one account the proxy speaks for, and the SHA-256 digests of the keys that may use it.
+
+    Only digests are kept, so a memory dump or a keys file of ``sha256:`` lines gives no key
+    away; SHA-256 without salt suits random keys (not passwords), as for GitHub's tokens.
+    """
+
+    username: str
+    token: str = field(repr=False)
+    digests: tuple[bytes, ...] = field(repr=False)
+
+    def credentials(self, headers: Headers) -> Credentials:
+        presented = digest(_presented_key(headers))
+        # Every digest is compared, in constant time, so the answer's timing tells nothing.
+        known = False
+        for candidate in self.digests:
+            known |= hmac.compare_digest(presented, candidate)
+        if not known:
+            raise Unauthorized("the API key is not one of this proxy's keys", TENANT_CHALLENGE)
+        return Credentials(self.username, self.token)
+
+
+def _presented_key(headers: Headers) -> str:
+    header = headers.get("authorization", "").strip()
+    scheme, _, param = header.partition(" ")
+    key = ""
+    if scheme.lower() == "bearer":
+        key = param.strip()
+    elif scheme.lower() == "basic":
+        try:
+            key = base64.b64decode(param.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("the Basic credentials are not valid base64 of UTF-8",
+                               TENANT_CHALLENGE) from exc
+    if not key:
+        raise Unauthorized("send this proxy's API key: Authorization: Bearer <key>",
+                           TENANT_CHALLENGE)
+    return key
+
+
+def _lines(path: str) -> list[str]:
+    text = Path(path).read_text("utf-8")
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _key_digest(entry: str, origin: str) -> bytes:
+    hashed = _HASHED.fullmatch(entry)
+    if hashed:
+        return bytes.fromhex(hashed.group(1))
+    if len(entry) < MIN_KEY_LENGTH or not _TOKEN.fullmatch(entry):
+        raise SettingsError(f"invalid {origin}: an API key needs at least {MIN_KEY_LENGTH} "
+                            "characters of A-Z a-z 0-9 - . _ ~ + / (or write sha256:<hex>)")
+    return digest(entry)
+
+
+def _held_token(settings: Settings) -> str | None:
+    if settings.token is not None and settings.token_file is not None:
+        raise SettingsError(f"set {named('token')} or {named('token_file')}, not both")
+    if settings.token_file is not None:
+        try:
+            token = Path(settings.token_file).read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"invalid {named('token_file')}: cannot read it") from exc
+        if not _TOKEN.fullmatch(token):
+            raise SettingsError(f"invalid {named('token_file')}: the file holds no API token")
+        return token
+    if settings.token is not None and not _TOKEN.fullmatch(settings.token):
+        raise SettingsError(f"invalid {named('token')}: not an API token")
+    return settings.token
+
+
+def tenant(settings: Settings) -> Tenant | None:
+    """The single-tenant account of these settings; None when the proxy passes credentials
+    through. Half a setup stops the start: an account without keys would be an open relay."""
+    entries: list[tuple[str, str]] = []
+    if settings.api_keys is not None:
+        entries += [(key.strip(), named("api_keys"))
+                    for key in settings.api_keys.split(",") if key.strip()]
+    if settings.api_keys_file is not None:
+        try:
+            entries += [(key, named("api_keys_file")) for key in _lines(settings.api_keys_file)]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"invalid {named('api_keys_file')}: cannot read it") from exc
+    token, username = _held_token(settings), settings.username
+    if not entries and token is None and username is None:
+        return None
+    keys_named = f"{named('api_keys')} or {named('api_keys_file')}"
+    if not entries:
+        raise SettingsError(f"single-tenant mode needs at least one API key ({keys_named}): "
+                            "without keys anyone who reaches the proxy could use the account")
+    if username is None or not _USERNAME.fullmatch(username):
+        raise SettingsError(f"single-tenant mode ({keys_named}) needs {named('username')}")
+    if token is None:
+        raise SettingsError(f"single-tenant mode ({keys_named}) needs {named('token')} "
+                            f"or {named('token_file')}")
+    digests = tuple(_key_digest(entry, origin) for entry, origin in entries)
+    if digest(token) in digests:
+        raise SettingsError(f"invalid {keys_named}: an API key must not be the SMS Leads token")
+    return Tenant(username, token, digests)
+

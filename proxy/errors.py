@@ -1,6 +1,7 @@
 """Everything that can go wrong, as RFC 9457 problems.
 
-    ProblemError                 -> application/problem+json, one handler in app.py
+    ProblemError                 500  a bug (its traceback follows the request's log line)
+                                 -> application/problem+json, one handler in app.py
     ├── ClientError              the request is wrong; nothing was sent upstream
     │   ├── MalformedRequest     400  the body is not JSON (or not UTF-8)
     │   ├── Unauthorized         401  no usable credentials
@@ -13,7 +14,8 @@
         ├── UpstreamRefused      the upstream answered a status code (statuses.yaml decides)
         ├── UpstreamUnreachable  502/503  no connection
         ├── UpstreamTimeout      504  no answer in time
-        └── UpstreamBadAnswer    502  an answer that is not the XML we expect
+        ├── UpstreamBadAnswer    502  an answer that is not the XML we expect
+        └── NotReady             503  /readyz: no answer lately, nor to the probe
 
 Foreign exceptions (httpx, lxml, json) are translated to these in exactly one place each:
 upstream.py for the wire, app.py for the request body.
@@ -76,12 +78,12 @@ class MalformedRequest(ClientError):
 class Unauthorized(ClientError):
     status, slug, title = 401, "unauthorized", "Credentials are missing or malformed"
 
-    def __init__(self, detail: str) -> None:
+    # RFC 9110 §11.6.1: both schemes the proxy accepts (README, Authentication).
+    CHALLENGE = 'Basic realm="SMS Leads", charset="UTF-8", Bearer realm="SMS Leads"'
+
+    def __init__(self, detail: str, challenge: str = CHALLENGE) -> None:
         super().__init__(detail)
-        # RFC 9110 §11.6.1: both schemes the proxy accepts (README, Authentication).
-        self.headers["WWW-Authenticate"] = (
-            'Basic realm="SMS Leads", charset="UTF-8", Bearer realm="SMS Leads"'
-        )
+        self.headers["WWW-Authenticate"] = challenge
 
 
 class RouteNotFound(ClientError):
@@ -153,3 +155,7 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamBadAnswer(UpstreamError):
     status, slug, title = 502, "upstream-bad-answer", "The SMS Leads API gave an unreadable answer"
+
+
+class NotReady(UpstreamError):
+    status, slug, title = 503, "not-ready", "The SMS Leads API has not answered lately"

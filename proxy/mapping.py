@@ -112,6 +112,7 @@ class Table:
     operations: tuple[Operation, ...]
     statuses: StatusTable
     unclosed: tuple[str, ...]
+    probe: str | None = None  # the operation /readyz sends without credentials
 
     def operation(self, operation_id: str) -> Operation:
         for op in self.operations:
@@ -332,7 +333,7 @@ def load_table(data: Any | None = None, statuses: Any | None = None,
     """Read mapping.yaml and statuses.yaml (or the given data) into a checked :class:`Table`."""
     data = _read_yaml("mapping.yaml") if data is None else data
     top = _Reader(file, "", data)
-    top.mapping({"envelope", "enums", "operations", "answers"}, {"operations"})
+    top.mapping({"envelope", "enums", "operations", "answers", "readiness"}, {"operations"})
     enums = top.child("enums").mapping() if "enums" in data else {}
     loader = _Loader(file, enums)
     envelope = loader.elements(top.child("envelope")) if "envelope" in data else ()
@@ -351,5 +352,12 @@ def load_table(data: Any | None = None, statuses: Any | None = None,
         answers = top.child("answers")
         answers.mapping({"unclosed"})
         unclosed = tuple(str(name) for name in answers.data.get("unclosed", ()))
+    probe = None
+    if "readiness" in data:
+        readiness = top.child("readiness")
+        readiness.mapping({"probe"}, {"probe"})
+        probe = readiness.text("probe")
+        if probe not in {op.operation_id for op in operations}:
+            raise readiness.child("probe").fail(f"no operation {probe!r}")
     status_data = _read_yaml("statuses.yaml") if statuses is None else statuses
-    return Table(operations, load_statuses(status_data), unclosed)
+    return Table(operations, load_statuses(status_data), unclosed, probe)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +58,22 @@ def _flag(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+def _readable_file(text: str) -> str:
+    """A file the proxy can read now (a mounted secret); its content is read by auth.py."""
+    try:
+        with Path(text).open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"must be a readable file ({exc.strerror})") from exc
+    return text
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -76,6 +93,15 @@ class Settings:
     max_answer_bytes: int = 8 * 1024 * 1024
     sandbox: bool = False
     log_level: str = "info"
+    readiness_window: float = 30.0
+    readiness_timeout: float = 5.0
+    # Single-tenant mode (auth.py): the proxy holds the account, clients hold proxy API keys.
+    # repr=False keeps secrets out of tracebacks and debug output.
+    username: str | None = None
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    api_keys: str | None = field(default=None, repr=False)
+    api_keys_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +110,7 @@ class Option:
     env: str
     parse: Callable[[str], Any]
     help: str
+    secret: bool = False  # its value is never repeated in a message
 
     @property
     def flag(self) -> str:
@@ -106,10 +133,39 @@ OPTIONS: tuple[Option, ...] = (
     Option("sandbox", "SMSLEADS_SANDBOX", _flag,
            "answer from the embedded sandbox instead of SMS Leads"),
     Option("log_level", "SMSLEADS_LOG_LEVEL", _log_level, "debug, info, warning or error"),
+    Option("readiness_window", "SMSLEADS_READINESS_WINDOW", _positive_float,
+           "seconds an upstream answer keeps `/readyz` ready; older, `/readyz` probes"),
+    Option("readiness_timeout", "SMSLEADS_READINESS_TIMEOUT", _positive_float,
+           "seconds `/readyz` waits for its probe's answer"),
+    Option("username", "SMSLEADS_USERNAME", _text,
+           "single-tenant: the SMS Leads username the proxy uses for every client"),
+    Option("token", "SMSLEADS_TOKEN", _text,
+           "single-tenant: the SMS Leads API token (prefer the variable or `--token-file`: "
+           "a flag shows in the process list)", secret=True),
+    Option("token_file", "SMSLEADS_TOKEN_FILE", _readable_file,
+           "single-tenant: a file holding the API token (a Docker or Kubernetes secret)"),
+    Option("api_keys", "SMSLEADS_PROXY_API_KEYS", _text,
+           "single-tenant: the proxy's API keys, comma-separated, each a key or `sha256:<hex>`",
+           secret=True),
+    Option("api_keys_file", "SMSLEADS_PROXY_API_KEYS_FILE", _readable_file,
+           "single-tenant: a file of API keys, one a line (`#` comments)"),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(Settings)}:
     raise RuntimeError("OPTIONS and Settings disagree")  # a programming error, caught on import
+
+
+def shown(default: object) -> str:
+    """A default as the README and --help write it."""
+    if default is None:
+        return "unset"
+    return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def named(field_name: str) -> str:
+    """How a message names a setting: ``--token-file/SMSLEADS_TOKEN_FILE``."""
+    option = next(o for o in OPTIONS if o.field == field_name)
+    return f"{option.flag}/{option.env}"
 
 
 def load_settings(argv: Sequence[str] | None = None,
@@ -122,7 +178,8 @@ def load_settings(argv: Sequence[str] | None = None,
         default = getattr(defaults, option.field)
         extra: dict[str, Any] = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
         parser.add_argument(option.flag, dest=option.field, default=None, metavar=option.env,
-                            help=f"{option.help} (env {option.env}, default {default})", **extra)
+                            help=f"{option.help} (env {option.env}, default {shown(default)})",
+                            **extra)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -134,6 +191,7 @@ def load_settings(argv: Sequence[str] | None = None,
         try:
             values[option.field] = option.parse(raw)
         except ValueError as exc:
-            detail = str(exc) if "must" in str(exc) else f"cannot read {raw!r}"
-            raise SettingsError(f"invalid {origin}={raw!r}: {detail}") from exc
+            shown_raw = "<hidden>" if option.secret else repr(raw)
+            detail = str(exc) if "must" in str(exc) else f"cannot read {shown_raw}"
+            raise SettingsError(f"invalid {origin}={shown_raw}: {detail}") from exc
     return Settings(**values)

@@ -112,12 +112,18 @@ class Upstream:
         self.client, self.url, self.statuses = client, url, statuses
         self.unclosed, self.max_answer_bytes = unclosed, max_answer_bytes
 
-    async def call(self, envelope: etree._Element, token: str) -> Answer:
+    async def call(self, envelope: etree._Element, token: str | None,
+                   timeout: float | None = None) -> Answer:
+        """``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
+        replaces the client's timeouts for this call."""
         body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-        headers = {"Content-Type": "application/xml; charset=utf-8",
-                   "Authorization": f"Bearer {token}"}
+        headers = {"Content-Type": "application/xml; charset=utf-8"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        limit = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
         with _translated():
-            request = self.client.build_request("POST", self.url, content=body, headers=headers)
+            request = self.client.build_request("POST", self.url, content=body, headers=headers,
+                                                timeout=limit)
             answer = await self.client.send(request, stream=True)
             try:
                 data = await self._read(answer)

@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from proxy.mapping import load_table
-from proxy.settings import OPTIONS, Settings
+from proxy.settings import OPTIONS, Settings, shown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -33,9 +33,8 @@ def settings_table() -> str:
     defaults = Settings()
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for option in OPTIONS:
-        default = getattr(defaults, option.field)
-        shown = str(default).lower() if isinstance(default, bool) else str(default)
-        rows.append(f"| `{option.flag}` | `{option.env}` | `{shown}` | {option.help} |")
+        default = shown(getattr(defaults, option.field))
+        rows.append(f"| `{option.flag}` | `{option.env}` | `{default}` | {option.help} |")
     return "\n".join(rows) + "\n"
 
 

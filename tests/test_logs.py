@@ -1,0 +1,100 @@
+"""Structured logs as an operator reads them: one JSON line per request, request ids that tie
+a client's report to a line, and no secret anywhere."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+
+import httpx
+from starlette.testclient import TestClient
+
+from proxy import logs
+from proxy.app import create_app
+from tests.conftest import BASIC
+from tests.processes import running
+
+PASSWORD = "S3cretPassw0rd"
+FIELDS = {"time", "level", "logger", "pid", "message", "request_id", "method", "route", "status",
+          "duration_ms", "upstream_command", "upstream_status", "upstream_ms"}
+
+
+def test_one_json_line_per_request_with_ids_and_no_secrets(tmp_path):
+    wrong = "Basic " + base64.b64encode(b"demo:wrong-token-123").decode()
+    with running(tmp_path, ["--sandbox"]) as server, httpx.Client(base_url=server.base) as client:
+        kept = client.get("/v1/balance", headers={"Authorization": BASIC,
+                                                  "X-Request-ID": "order-17.retry:2"})
+        bearer = client.get("/v1/balance", headers={
+            "Authorization": "Bearer demo-token", "X-SMSLeads-Username": "demo",
+            "X-Request-ID": 'a "quoted" id'})
+        too_long = client.get("/v1/balance", headers={"Authorization": BASIC,
+                                                      "X-Request-ID": "x" * 129})
+        created = client.post("/v1/subscribers", headers={"Authorization": BASIC}, json={
+            "name": "Shop", "username": "shop01", "password": PASSWORD, "sender": "Shop",
+            "credits": 5})
+        refused = client.get("/v1/balance", headers={"Authorization": wrong})
+        malformed = client.post("/v1/messages", content=b"{", headers={
+            "Authorization": BASIC, "Content-Type": "application/json"})
+        server.stop()
+    responses = [kept, bearer, too_long, created, refused, malformed]
+
+    assert kept.headers["x-request-id"] == "order-17.retry:2"
+    for replaced in (bearer, too_long):
+        assert re.fullmatch(r"[0-9a-f]{32}", replaced.headers["x-request-id"])
+    assert created.status_code == 201, created.text
+    assert (refused.status_code, malformed.status_code) == (401, 400)
+    for problem in (refused, malformed):
+        assert problem.json()["request_id"] == problem.headers["x-request-id"]
+
+    text = server.stderr.read_text("utf-8")
+    assert all(line.startswith("{") for line in text.splitlines())  # JSON only, no access log
+    for secret in ("demo-token", BASIC.split()[1], PASSWORD, "wrong-token-123",
+                   base64.b64encode(b"demo:wrong-token-123").decode()):
+        assert secret not in text
+    lines = [line for line in server.log_lines() if line["logger"] == "smsleads_proxy.access"
+             and line["route"] != "/healthz"]
+    assert [line["request_id"] for line in lines] == [r.headers["x-request-id"] for r in responses]
+    assert [(line["method"], line["route"], line["status"]) for line in lines] == [
+        ("GET", "/v1/balance", 200), ("GET", "/v1/balance", 200), ("GET", "/v1/balance", 200),
+        ("POST", "/v1/subscribers", 201), ("GET", "/v1/balance", 401),
+        ("POST", "/v1/messages", 400)]
+    assert [(line["upstream_command"], line["upstream_status"]) for line in lines] == [
+        ("balance", "0"), ("balance", "0"), ("balance", "0"), ("addSub", "0"),
+        ("balance", "3"), (None, None)]
+    for line in lines:
+        assert set(line) == FIELDS
+        assert line["duration_ms"] >= 0
+        if line["upstream_command"]:
+            assert 0 <= line["upstream_ms"] <= line["duration_ms"]
+    assert not any(line["logger"] == "uvicorn.access" for line in server.log_lines())
+
+
+def test_a_bug_is_a_problem_with_the_request_id_and_a_logged_500(caplog):
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in the transport")
+
+    app = create_app(transport=httpx.MockTransport(broken))
+    with caplog.at_level(logging.INFO, logger=logs.REQUEST_LOGGER), \
+            TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/balance", headers={"Authorization": BASIC,
+                                                      "X-Request-ID": "bug-1"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "bug-1"
+    assert response.json()["request_id"] == "bug-1"
+    assert response.json()["type"] == "/problems/internal-error"
+    (record,) = [r for r in caplog.records if r.name == logs.REQUEST_LOGGER]
+    assert (record.request_id, record.status, record.upstream_status) == ("bug-1", 500,
+                                                                          "internal-error")
+
+
+def test_the_formatter_scrubs_credentials_and_held_secrets():
+    logs.hide("held-provider-token-9")
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1,
+                               "sent Authorization: Basic ZGVtbzpkZW1vLXRva2Vu and "
+                               "bearer abc.def~ and held-provider-token-9", None, None)
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["message"] == ("sent Authorization: Basic <redacted> and bearer <redacted> "
+                               "and <redacted>")
