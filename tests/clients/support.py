@@ -165,6 +165,9 @@ def generate(kind: str, spec: Path = SPEC, cache: Path = CACHE / "clients") -> G
         (work / "generator.log").write_text(log)
         shutil.rmtree(target, ignore_errors=True)
         work.rename(target)
+        for stale in cache.glob(f"{generator.name}-*"):  # earlier specs' clients
+            if stale != target:
+                shutil.rmtree(stale, ignore_errors=True)
     return Generated(target / "out", (target / "generator.log").read_text())
 
 
