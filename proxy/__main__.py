@@ -57,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         sys.exit(f"smsleads-proxy: {exc}")
     logging.config.dictConfig(logs.config(settings.log_level))
+    if settings.workers > 1 and not settings.redis_url:
+        _log.warning("with several workers and no REDIS_URL, each worker keeps its own "
+                     "Idempotency-Keys: a retry that reaches another worker is sent again")
     # The workers import prometheus_client after the directory is in their environment (this
     # process only supervises them), and it is removed when they have all stopped.
     with multiprocess_dir(settings.workers) as metrics_dir:

@@ -2,6 +2,9 @@
 
     app = create_app(Settings(sandbox=True))                      # the embedded sandbox
     app = create_app(settings, transport=httpx.MockTransport(f))  # tests hand in the wire
+
+An operation whose method is not safe (RFC 9110 §9.2.1) changes state: it honours an
+Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import yaml
+from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,7 +30,8 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from proxy import docs, health, logs
-from proxy.auth import Authenticate, credentials, tenant
+from proxy.auth import Authenticate, Credentials, credentials, tenant
+from proxy.breaker import Breaker
 from proxy.errors import (
     MalformedRequest,
     MethodNotAllowed,
@@ -37,6 +43,7 @@ from proxy.errors import (
     UpstreamBadAnswer,
     UpstreamRefused,
 )
+from proxy.idempotency import Ledger, Ticket, key_of, open_store
 from proxy.mapping import MappingError, Operation, Table, load_table
 from proxy.metrics import forget_dead_workers
 from proxy.observability import REQUEST_ID_HEADER, Monitor, Observer, WatchedUpstream, request_id
@@ -47,6 +54,8 @@ from proxy.upstream import Upstream
 from proxy.validation import OperationValidator, compile_validators
 
 SANDBOX_URL = "http://sandbox.invalid/api"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LEASE_MARGIN = 5.0  # seconds a running key outlives the upstream deadline before it is in doubt
 NOT_FOUND = Refusal(404, "not-found", "The resource named in the URL does not exist")
 
 
@@ -118,9 +127,12 @@ Clock = Callable[[], datetime]
 
 def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
               clock: Clock) -> Endpoint:
+    changes_state = op.method not in SAFE_METHODS
+
     async def endpoint(request: Request) -> Response:
         authenticate: Authenticate = request.app.state.authenticate
         creds = authenticate(request.headers)
+        key = key_of(request.headers) if changes_state else None
         document: dict[str, JSON] = {
             "auth": {"username": creds.username},
             "path": dict(request.path_params),
@@ -133,25 +145,48 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
         if op.window is not None:
             apply_window(op.window, document, clock())
         envelope = build_envelope(op, document)
-        upstream: Upstream = request.app.state.upstream
-        answer = await upstream.call(envelope, creds.token)
-        missing = names_not_found(op, envelope, answer.root)
-        if missing is not None:
-            raise UpstreamRefused(NOT_FOUND, answer.status, missing)
-        if op.success == 204:
-            return Response(status_code=204)
-        body = read_answer(op, answer.root, document)
-        gaps = validator.answer.missing(body)
-        if gaps:
-            raise UpstreamBadAnswer(f"the upstream's answer lacks {', '.join(gaps)}",
-                                    upstream_status=answer.status)
-        headers = {}
-        if op.location is not None:
-            headers["Location"] = op.location.format_map(body)
-        return JSONResponse(body, status_code=op.success, headers=headers)
+
+        async def perform() -> Response:
+            return await _perform(op, validator, request.app.state.upstream, envelope,
+                                  document, creds, safe=not changes_state)
+
+        if key is None:
+            return await perform()
+        asked: JSON = {"operation": op.operation_id, "path": document["path"],
+                       "query": document["query"], "body": document.get("body")}
+        # Keys belong to the credentials the client showed: its token, or in single-tenant
+        # mode the proxy API key it presented (every client shares the held token).
+        shown = creds.token if request.app.state.tenant is None else (
+            request.headers.get("authorization", ""))
+        ledger: Ledger = request.app.state.ledger
+        return await ledger.run(Ticket.of(creds.username, shown, key, asked), perform,
+                                lambda error: ProblemResponse(error, request_id(request)))
 
     endpoint.__name__ = op.operation_id
     return endpoint
+
+
+async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
+                   envelope: etree._Element, document: dict[str, JSON],
+                   creds: Credentials, *, safe: bool) -> Response:
+    """The upstream call and its answer as the client's response."""
+    answer = await upstream.call(envelope, creds.token, safe=safe)
+    missing = names_not_found(op, envelope, answer.root)
+    if missing is not None:
+        raise UpstreamRefused(NOT_FOUND, answer.status, missing)
+    if op.success == 204:
+        return Response(status_code=204)
+    body = read_answer(op, answer.root, document)
+    gaps = validator.answer.missing(body)
+    if gaps:
+        raise UpstreamBadAnswer(f"the upstream's answer lacks {', '.join(gaps)}",
+                                upstream_status=answer.status)
+    headers = {}
+    if op.location is not None:
+        # The ids come from the upstream: percent-encoded, they cannot break the header.
+        headers["Location"] = op.location.format_map(
+            {name: quote(str(value), safe="") for name, value in body.items()})
+    return JSONResponse(body, status_code=op.success, headers=headers)
 
 
 class OperationRoute(Route):
@@ -240,17 +275,29 @@ def create_app(settings: Settings | None = None, *,
         transport = httpx.ASGITransport(app=create_sandbox(from_environment()))
         url = SANDBOX_URL
 
+    def seconds() -> float:
+        return clock().timestamp()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.upstream_timeout,
                                 connect=settings.upstream_connect_timeout)
+        deadline = settings.upstream_timeout + settings.upstream_connect_timeout
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-        async with httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits) as client:
-            app.state.upstream = WatchedUpstream(
-                monitor, client, url, table.statuses, unclosed=table.unclosed,
-                max_answer_bytes=settings.max_answer_bytes)
-            forget_dead_workers()
-            yield
+        breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown, seconds)
+        store = open_store(settings.redis_url or "", settings.idempotency_max_keys, seconds)
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=timeout,
+                                         limits=limits) as client:
+                app.state.upstream = WatchedUpstream(
+                    monitor, client, url, table.statuses, unclosed=table.unclosed,
+                    max_answer_bytes=settings.max_answer_bytes, deadline=deadline,
+                    breaker=breaker, read_retries=settings.read_retries)
+                app.state.ledger = Ledger(store, seconds, deadline + LEASE_MARGIN)
+                forget_dead_workers()
+                yield
+        finally:
+            await store.close()
 
     spec_json = json.dumps(spec, ensure_ascii=False).encode()
     spec_yaml = resources.files("proxy").joinpath("openapi.yaml").read_bytes()
@@ -274,5 +321,6 @@ def create_app(settings: Settings | None = None, *,
                     exception_handlers={ProblemError: _problem, HTTPException: _problem,
                                         500: _bug})
     app.state.authenticate = credentials if held is None else held.credentials
+    app.state.tenant = held
     app.state.monitor = monitor
     return app

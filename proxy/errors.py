@@ -1,33 +1,54 @@
 """Everything that can go wrong, as RFC 9457 problems.
 
-    ProblemError                 500  a bug (its traceback follows the request's log line)
-                                 -> application/problem+json, one handler in app.py
-    ├── ClientError              the request is wrong; nothing was sent upstream
-    │   ├── MalformedRequest     400  the body is not JSON (or not UTF-8)
-    │   ├── Unauthorized         401  no usable credentials
-    │   ├── RouteNotFound        404  no such resource
-    │   ├── MethodNotAllowed     405
-    │   ├── PayloadTooLarge      413
-    │   ├── UnsupportedMediaType 415
-    │   └── RequestInvalid       422  with `errors`: a JSON pointer and a detail per field
-    └── UpstreamError            about SMS Leads; carries upstream_status/upstream_message
-        ├── UpstreamRefused      the upstream answered a status code (statuses.yaml decides)
-        ├── UpstreamUnreachable  502/503  no connection
-        ├── UpstreamTimeout      504  no answer in time
-        ├── UpstreamBadAnswer    502  an answer that is not the XML we expect
-        └── NotReady             503  /readyz: no answer lately, nor to the probe
+    ProblemError                   500  a bug (its traceback follows the request's log line)
+                                   -> application/problem+json, one handler in app.py
+    ├── ClientError                the request is wrong; nothing was sent upstream
+    │   ├── MalformedRequest       400  the body is not JSON (or not UTF-8)
+    │   ├── Unauthorized           401  no usable credentials
+    │   ├── RouteNotFound          404  no such resource
+    │   ├── MethodNotAllowed       405
+    │   ├── PayloadTooLarge        413
+    │   ├── UnsupportedMediaType   415
+    │   └── RequestInvalid         422  with `errors`: a JSON pointer and a detail per field
+    ├── IdempotencyError           about an Idempotency-Key; nothing was sent upstream
+    │   ├── IdempotencyKeyInvalid  400  not 1-255 printable characters
+    │   ├── IdempotencyKeyInUse    409  the first request with the key is still running
+    │   ├── OutcomeUnknown         409  the first request with the key may have acted
+    │   ├── IdempotencyKeyReused   422  the key came with a different request
+    │   └── IdempotencyUnavailable 503  the key store cannot be reached, or is full
+    └── UpstreamError              about SMS Leads; carries upstream_status/upstream_message
+        ├── UpstreamRefused        the upstream answered a status code (statuses.yaml decides)
+        ├── UpstreamUnreachable    503  no connection: nothing was sent
+        │   └── UpstreamSuspended  503  recent calls failed: the circuit breaker is open
+        ├── UpstreamTimeout        504  no answer in time
+        ├── UpstreamBadAnswer      502  an answer that is not the XML we expect
+        └── NotReady               503  /readyz: no answer lately, nor to the probe
 
-Foreign exceptions (httpx, lxml, json) are translated to these in exactly one place each:
-upstream.py for the wire, app.py for the request body.
+Each class also says what the failure means for the request's effect (:class:`Outcome`):
+idempotency.py stores final answers, frees the key when nothing happened and holds it in
+doubt otherwise (README, "Failure semantics").
+
+Foreign exceptions (httpx, lxml, json, redis) are translated to these in exactly one place
+each: upstream.py for the wire, app.py for the request body, idempotency.py for the key store.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from proxy.types import JSON
 
 PROBLEM_BASE = "/problems/"
+MAX_FIELD_ERRORS = 50  # a body with 500,000 unknown keys must not answer 500,000 errors
+
+
+class Outcome(enum.Enum):
+    """What a failed request did upstream, as far as the proxy can know."""
+
+    NONE = "none"        # nothing was done: the same request may be tried again
+    FINAL = "final"      # the upstream's own answer: stored and replayed for its key
+    UNKNOWN = "unknown"  # it may have acted: its key is held in doubt, never resent
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +66,7 @@ class ProblemError(Exception):
     status: int = 500
     slug: str = "internal-error"
     title: str = "Internal error"
+    outcome: Outcome = Outcome.UNKNOWN  # an unforeseen failure never frees a key
 
     def __init__(self, detail: str, **extensions: JSON) -> None:
         super().__init__(detail)
@@ -68,7 +90,7 @@ class ProblemError(Exception):
 
 
 class ClientError(ProblemError):
-    pass
+    outcome = Outcome.NONE
 
 
 class MalformedRequest(ClientError):
@@ -109,8 +131,46 @@ class RequestInvalid(ClientError):
         detail = "; ".join(f"{e.pointer}: {e.detail}" for e in errors[:5])
         if len(errors) > 5:
             detail += f"; and {len(errors) - 5} more"
-        super().__init__(detail, errors=[e.as_json() for e in errors])
+        if len(errors) > MAX_FIELD_ERRORS:
+            detail += f" (the first {MAX_FIELD_ERRORS} are listed)"
+        super().__init__(detail, errors=[e.as_json() for e in errors[:MAX_FIELD_ERRORS]])
         self.errors = errors
+
+
+class IdempotencyError(ProblemError):
+    outcome = Outcome.NONE
+
+
+class IdempotencyKeyInvalid(IdempotencyError):
+    status, slug, title = 400, "invalid-idempotency-key", "The Idempotency-Key is malformed"
+
+
+class IdempotencyKeyInUse(IdempotencyError):
+    status, slug, title = 409, "idempotency-key-in-use", (
+        "A request with this Idempotency-Key is still running")
+
+    def __init__(self, detail: str, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class OutcomeUnknown(IdempotencyError):
+    status, slug, title = 409, "outcome-unknown", (
+        "The request with this Idempotency-Key may or may not have taken effect")
+
+
+class IdempotencyKeyReused(IdempotencyError):
+    status, slug, title = 422, "idempotency-key-reused", (
+        "This Idempotency-Key was used for a different request")
+
+
+class IdempotencyUnavailable(IdempotencyError):
+    status, slug, title = 503, "idempotency-unavailable", (
+        "Idempotency-Keys cannot be honoured right now")
+
+    def __init__(self, detail: str, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.headers["Retry-After"] = str(retry_after)
 
 
 class UpstreamError(ProblemError):
@@ -137,16 +197,24 @@ class UpstreamRefused(UpstreamError):
             extensions["upstream_status"] = upstream_status
         super().__init__(detail or upstream_message or refusal.title, **extensions)
         self.status, self.slug, self.title = refusal.http, refusal.slug, refusal.title
+        # The upstream's own answer is final, except "come back later" (714/715 are 503):
+        # it did nothing, so the same request may be made again.
+        self.outcome = Outcome.NONE if refusal.http == 503 else Outcome.FINAL
         if refusal.retry_after is not None:
             self.headers["Retry-After"] = str(refusal.retry_after)
 
 
 class UpstreamUnreachable(UpstreamError):
     status, slug, title = 503, "upstream-unreachable", "The SMS Leads API cannot be reached"
+    outcome = Outcome.NONE  # no connection, so no request reached it
 
     def __init__(self, detail: str, retry_after: int = 5) -> None:
         super().__init__(detail)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class UpstreamSuspended(UpstreamUnreachable):
+    slug, title = "upstream-suspended", "The SMS Leads API is failing; calls are paused"
 
 
 class UpstreamTimeout(UpstreamError):

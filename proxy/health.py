@@ -53,7 +53,7 @@ class Readiness:
             if self.probe is None:
                 raise NotReady("nothing went upstream lately and the table has no probe")
             try:
-                await upstream.call(self.probe, None, timeout=self.timeout)
+                await upstream.call(self.probe, None, safe=True, timeout=self.timeout)
             except UpstreamRefused:
                 pass  # the expected answer: no credentials, but an XML <status>
             except UpstreamError as exc:

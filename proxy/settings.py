@@ -49,6 +49,19 @@ def _url(text: str) -> str:
     return text
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _redis_url(text: str) -> str:
+    if text and urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL, or empty")
+    return text
+
+
 def _flag(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -102,6 +115,11 @@ class Settings:
     token_file: str | None = None
     api_keys: str | None = field(default=None, repr=False)
     api_keys_file: str | None = None
+    redis_url: str | None = None
+    idempotency_max_keys: int = 100_000
+    read_retries: int = 2
+    breaker_failures: int = 5
+    breaker_cooldown: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +167,16 @@ OPTIONS: tuple[Option, ...] = (
            secret=True),
     Option("api_keys_file", "SMSLEADS_PROXY_API_KEYS_FILE", _readable_file,
            "single-tenant: a file of API keys, one a line (`#` comments)"),
+    Option("redis_url", "REDIS_URL", _redis_url,
+           "Redis for Idempotency-Keys shared by every process (unset: this process's memory)"),
+    Option("idempotency_max_keys", "SMSLEADS_IDEMPOTENCY_MAX_KEYS", _positive_int,
+           "Idempotency-Keys kept in memory (without Redis); new keys get 503 beyond"),
+    Option("read_retries", "SMSLEADS_READ_RETRIES", _count,
+           "extra tries of a read (GET) when no connection to the upstream could be made"),
+    Option("breaker_failures", "SMSLEADS_BREAKER_FAILURES", _positive_int,
+           "upstream failures in a row that open the circuit breaker (503 at once)"),
+    Option("breaker_cooldown", "SMSLEADS_BREAKER_COOLDOWN", _positive_float,
+           "seconds the breaker stays open before one probe call"),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(Settings)}:

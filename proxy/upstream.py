@@ -3,26 +3,44 @@
 A process has one :class:`Upstream`, opened in the app's lifespan around one pooled
 ``httpx.AsyncClient``; tests and the embedded sandbox hand in their own transport. Everything
 httpx or lxml can raise is translated here, and only here, into :mod:`proxy.errors`.
+
+Around each call: a deadline for the whole exchange (a server that trickles its answer one
+byte at a time never trips httpx's per-read timeout), the circuit breaker (proxy/breaker.py),
+and for reads only, retries on connection failures, when nothing reached the upstream. A
+command that changes state is never retried here: the client retries it with its
+Idempotency-Key (proxy/idempotency.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 from lxml import etree
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from proxy.breaker import Breaker
 from proxy.errors import (
+    Outcome,
     UpstreamBadAnswer,
     UpstreamError,
     UpstreamRefused,
+    UpstreamSuspended,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from proxy.mapping import StatusTable
+
+# Backoff between read retries: "full jitter", a random wait up to 0.1 s, 0.2 s, 0.4 s ... 1 s
+# (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015).
+BACKOFF, BACKOFF_CAP = 0.1, 1.0
+UNKNOWN_EFFECT = (
+    "; it may or may not have acted on the request. Retrying with the same "
+    "Idempotency-Key never sends it twice")
 
 # A hardened parser: no DTD, no entities, no network, no huge trees (billion laughs, XXE).
 _PARSER = etree.XMLParser(
@@ -97,39 +115,84 @@ def _translated() -> Iterator[None]:
         raise UpstreamUnreachable("connecting to the SMS Leads API timed out") from exc
     except httpx.ConnectError as exc:
         raise UpstreamUnreachable("the SMS Leads API refused or dropped the connection") from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout(
-            "the SMS Leads API did not answer in time; whether it acted is unknown"
-        ) from exc
+    except httpx.PoolTimeout as exc:  # waiting for one of our own connections: nothing sent
+        raise UpstreamUnreachable("no connection to the SMS Leads API was free in time") from exc
+    except (httpx.TimeoutException, TimeoutError) as exc:  # TimeoutError: the whole deadline
+        raise UpstreamTimeout("the SMS Leads API did not answer in time") from exc
     except httpx.HTTPError as exc:
         raise UpstreamBadAnswer(
             f"the exchange with the SMS Leads API broke: {type(exc).__name__}") from exc
 
 
+def _connection_failed(exc: BaseException) -> bool:
+    """Worth another try for a read: the request never reached the upstream."""
+    return isinstance(exc, UpstreamUnreachable) and not isinstance(exc, UpstreamSuspended)
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
 class Upstream:
     def __init__(self, client: httpx.AsyncClient, url: str, statuses: StatusTable, *,
-                 unclosed: tuple[str, ...] = (), max_answer_bytes: int = 8 * 1024 * 1024) -> None:
+                 unclosed: tuple[str, ...] = (), max_answer_bytes: int = 8 * 1024 * 1024,
+                 deadline: float = 35.0, breaker: Breaker | None = None,
+                 read_retries: int = 2, sleep: Sleep = asyncio.sleep) -> None:
         self.client, self.url, self.statuses = client, url, statuses
         self.unclosed, self.max_answer_bytes = unclosed, max_answer_bytes
+        self.deadline, self.breaker = deadline, breaker or Breaker()
+        self.read_retries, self.sleep = read_retries, sleep
 
-    async def call(self, envelope: etree._Element, token: str | None,
+    async def call(self, envelope: etree._Element, token: str | None, *, safe: bool = False,
                    timeout: float | None = None) -> Answer:
-        """``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
-        replaces the client's timeouts for this call."""
+        """Send one command. ``safe`` (a read) may be retried when no connection was made;
+        ``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
+        replaces the client's timeouts and the deadline for this call."""
         body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
         headers = {"Content-Type": "application/xml; charset=utf-8"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        try:
+            if not safe:
+                return await self._attempt(body, headers, timeout)
+            retrying = AsyncRetrying(
+                retry=retry_if_exception(_connection_failed),
+                stop=stop_after_attempt(1 + self.read_retries),
+                wait=wait_random_exponential(multiplier=BACKOFF, max=BACKOFF_CAP),
+                sleep=self.sleep, reraise=True)
+            answer: Answer = await retrying(self._attempt, body, headers, timeout)
+            return answer
+        except UpstreamError as error:
+            if not safe and error.outcome is Outcome.UNKNOWN:
+                error.detail += UNKNOWN_EFFECT
+            raise
+
+    async def _attempt(self, body: bytes, headers: dict[str, str],
+                       timeout: float | None) -> Answer:
+        probe = self.breaker.admit()
+        try:
+            with _translated():
+                async with asyncio.timeout(self.deadline if timeout is None else timeout):
+                    data = await self._exchange(body, headers, timeout)
+            root = parse_answer(data, self.unclosed)
+        except UpstreamError:
+            self.breaker.failed(probe)
+            raise
+        except BaseException:  # cancelled: no verdict on the upstream's health
+            self.breaker.abandoned(probe)
+            raise
+        self.breaker.succeeded()  # a refusal below is a healthy upstream saying no
+        return read_status(root, self.statuses)
+
+    async def _exchange(self, body: bytes, headers: dict[str, str],
+                        timeout: float | None) -> bytes:
         limit = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
-        with _translated():
-            request = self.client.build_request("POST", self.url, content=body, headers=headers,
-                                                timeout=limit)
-            answer = await self.client.send(request, stream=True)
-            try:
-                data = await self._read(answer)
-            finally:
-                await answer.aclose()
-        return read_status(parse_answer(data, self.unclosed), self.statuses)
+        request = self.client.build_request("POST", self.url, content=body, headers=headers,
+                                            timeout=limit)
+        answer = await self.client.send(request, stream=True)
+        try:
+            return await self._read(answer)
+        finally:
+            await answer.aclose()
 
     async def _read(self, answer: httpx.Response) -> bytes:
         """The body of a 200, read no further than the limit (a 100 MB answer is refused)."""

@@ -3,10 +3,15 @@
 For each operation the request body schema and the parameters are compiled once into
 OAS 3.1 (JSON Schema 2020-12) validators whose ``$ref`` resolve inside the spec. Query strings
 are coerced by their declared types first (``?n=3`` is an integer where the schema says so).
+
+A body's arrays are first counted against the schema's maxItems alone: 100,000 recipients are
+refused at once, naming the limit, instead of validating each one (seconds of CPU on the event
+loop) and echoing them all back. No message repeats a long value.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +30,11 @@ _PLUS_AS_SPACE = re.compile(r" ([0-9]{2}:?[0-9]{2})$")
 # ISO 8601's basic offset, "+0000": what strftime's %z writes, and so what openapi-generator's
 # python client sends for a datetime in a query string (its Configuration.datetime_format).
 _BASIC_OFFSET = re.compile(r"(T[0-9:.]+[+-][0-9]{2})([0-9]{2})$")
+_SHOWN = 60  # characters of a value a message may repeat
+_SIZES = {  # keyword -> (unit, the limit's word)
+    "maxLength": ("characters long", "at most"), "minLength": ("characters long", "at least"),
+    "maxItems": ("items", "at most"), "minItems": ("items", "at least"),
+}
 
 
 def _escape(token: str | int) -> str:
@@ -88,11 +98,14 @@ class OperationValidator:
     """Checks one operation's {body, path, query} as the spec describes them."""
 
     def __init__(self, registry: Registry, pointer: str, operation: Mapping[str, Any],
-                 parameters: list[Parameter], answer: Shape) -> None:
+                 parameters: list[Parameter], answer: Shape,
+                 spec: Mapping[str, Any] | None = None) -> None:
         self.parameters = parameters
         self.answer = answer
         self.body: OAS31Validator | None = None
+        self.spec: Mapping[str, Any] = spec or {}
         content = operation.get("requestBody", {}).get("content", {})
+        self.body_schema: Mapping[str, Any] = content.get("application/json", {}).get("schema", {})
         if "application/json" in content:
             ref = f"{SPEC_URI}#{pointer}/requestBody/content/application~1json/schema"
             self.body = self._validator({"$ref": ref}, registry)
@@ -138,6 +151,10 @@ class OperationValidator:
         return query
 
     def check(self, document: Mapping[str, JSON], has_body: bool) -> None:
+        if has_body:
+            too_many = _too_many(self.spec, self.body_schema, document.get("body"), "/body")
+            if too_many:
+                raise RequestInvalid(too_many)
         errors: list[FieldError] = []
         for where, validator in self.params.items():
             errors += _field_errors(validator, document.get(where, {}), f"/{where}")
@@ -173,7 +190,45 @@ def _explain(error: ValidationError, base: str) -> list[FieldError]:
     ):
         names = " or ".join(", ".join(b["required"]) for b in error.validator_value)
         return [FieldError(at, f"needs {names}")]
-    return [FieldError(at, error.message)]
+    if error.validator in _SIZES and isinstance(error.instance, str | list):
+        return [FieldError(at, _size_message(str(error.validator), len(error.instance),
+                                             error.validator_value))]
+    return [FieldError(at, _shortened(error))]
+
+
+def _size_message(keyword: str, size: int, limit: Any) -> str:
+    unit, bound = _SIZES[keyword]
+    return f"is {size} {unit}; {bound} {limit} allowed" if unit != "items" else (
+        f"has {size} items; {bound} {limit} allowed")
+
+
+def _shortened(error: ValidationError) -> str:
+    """jsonschema's message, without repeating a long value in full."""
+    shown = repr(error.instance)
+    if len(shown) > _SHOWN and error.message.startswith(shown):
+        return shown[:_SHOWN] + "…" + error.message[len(shown):]
+    return error.message
+
+
+def _too_many(spec: Mapping[str, Any], schema: Mapping[str, Any], value: JSON,
+              at: str) -> list[FieldError]:
+    """Arrays over the schema's maxItems, found without validating their items."""
+    while "$ref" in schema:
+        schema = _lookup(spec, schema["$ref"][1:])
+    errors: list[FieldError] = []
+    for branch in schema.get("allOf", ()):
+        errors += _too_many(spec, branch, value, at)
+    if isinstance(value, list):
+        if len(value) > schema.get("maxItems", math.inf):
+            errors.append(FieldError(at, _size_message("maxItems", len(value), schema["maxItems"])))
+        elif "items" in schema:
+            for index, item in enumerate(value):
+                errors += _too_many(spec, schema["items"], item, f"{at}/{index}")
+    elif isinstance(value, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value:
+                errors += _too_many(spec, sub, value[name], f"{at}/{_escape(name)}")
+    return errors
 
 
 def _lookup(spec: Mapping[str, Any], pointer: str) -> Any:
@@ -218,5 +273,5 @@ def compile_validators(spec: Mapping[str, Any]) -> dict[tuple[str, str], Operati
                    for i, p in enumerate(operation.get("parameters", []))]
             params = _parameters(spec, [*shared, *own])
             validators[(method.upper(), path)] = OperationValidator(
-                registry, pointer, operation, params, _answer_shape(spec, operation))
+                registry, pointer, operation, params, _answer_shape(spec, operation), spec)
     return validators

@@ -1,15 +1,30 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from datetime import datetime
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import redis
+from starlette.applications import Starlette
+
+from tests.processes import ROOT, free_port
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=ZoneInfo("Asia/Jerusalem"))
+FIGURES: list[str] = []  # measured by tests, printed once at the end of the run
 BASIC = "Basic " + base64.b64encode(b"demo:demo-token").decode()
 
 
@@ -50,19 +65,141 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-# Figures a test wants in the run's closing summary (e.g. how many cases schemathesis made),
-# printed by pytest_terminal_summary below, so tests/run and CI show them without -s.
-FIGURES = pytest.StashKey[list[str]]()
+# ── Servers of their own: redis-server, the sandbox ─────────────────────────────────────
+
+
+@contextmanager
+def spawned(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Popen[str]]:
+    """A process that says ``ready`` on its output when it serves (its own word, not a
+    sleep); its output keeps flowing to a reader so a full pipe never blocks it; stopped by
+    its PID."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, **popen)
+    assert process.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()],
+                              daemon=True)
+    reader.start()
+    try:
+        seen = []
+        while ready not in (line := lines.get(timeout=30)):
+            seen.append(line)
+            if process.poll() is not None and lines.empty():
+                pytest.fail(f"{argv[0]} exited before it was ready:\n{''.join(seen)}")
+        yield process
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+        reader.join(timeout=10)
+        process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """redis://127.0.0.1:<free port>, a redis-server of its own (Debian package)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run tests/run, which installs it")
+    port = free_port()
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+            "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))]
+    with spawned(argv, "Ready to accept connections"):
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture
-def figures(request: pytest.FixtureRequest) -> list[str]:
-    return request.config.stash.setdefault(FIGURES, [])
+def redis_url(redis_server: str) -> str:
+    """The session's server, emptied for this test."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = config.stash.get(FIGURES, [])
-    if lines:
+@contextmanager
+def sandbox_process(accounts: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
+    """``python -m proxy.sandbox`` on a free port with extra accounts; its API URL."""
+    port = free_port()
+    file = workdir / "accounts.json"
+    file.write_text(json.dumps(accounts))
+    argv = [sys.executable, "-m", "proxy.sandbox", "--host", "127.0.0.1", "--port", str(port),
+            "--accounts", str(file), "--seed", "1", "--dlr-delay", "0"]
+    with spawned(argv, "Uvicorn running on", cwd=ROOT):
+        yield f"http://127.0.0.1:{port}/api"
+
+
+# ── The app in this event loop, lifespan included ────────────────────────────────────────
+
+
+class Clock:
+    """The app's clock, moved by the test: ``clock.advance(hours=24)``."""
+
+    def __init__(self, now: datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@asynccontextmanager
+async def serving(app: Starlette, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An async client on the app, its lifespan running (for tests that need concurrency)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy.test",
+                                     headers=headers or {"Authorization": BASIC}) as client:
+            yield client
+
+
+# ── A misbehaving upstream (tests/faulty_upstream.py), its own process ───────────────────
+
+
+class FaultyUpstream:
+    def __init__(self, api_port: int, control_port: int) -> None:
+        self.url = f"http://127.0.0.1:{api_port}/api"
+        self.control = httpx.Client(base_url=f"http://127.0.0.1:{control_port}", timeout=10)
+
+    def plan(self, *modes: str, mix: dict[str, int] | None = None, seed: int = 0) -> None:
+        self.control.post("/plan", json={"modes": modes, "mix": mix or {"ok": 1}, "seed": seed})
+
+    def listen(self, on: bool) -> None:
+        self.control.post("/listen", json={"on": on})
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.control.get("/stats").json()
+        return stats
+
+
+@pytest.fixture(scope="session")
+def faulty_upstream() -> Iterator[FaultyUpstream]:
+    server = subprocess.Popen([sys.executable, "-m", "tests.faulty_upstream"],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        _, api, control = server.stdout.readline().split()  # its own word that it listens
+        upstream = FaultyUpstream(int(api), int(control))
+        yield upstream
+        upstream.control.close()
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+@pytest.fixture
+def faulty(faulty_upstream: FaultyUpstream) -> FaultyUpstream:
+    """The session's misbehaving upstream, listening and answering "ok" until told otherwise."""
+    faulty_upstream.listen(True)
+    faulty_upstream.plan()
+    return faulty_upstream
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
         terminalreporter.section("figures")
-        for line in lines:
+        for line in FIGURES:
             terminalreporter.write_line(line)

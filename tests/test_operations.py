@@ -225,7 +225,7 @@ def example_request(op_id: str) -> tuple[str, str, Any]:
                     value = param["example"]
                     if param["in"] == "path":
                         path = path.replace("{" + param["name"] + "}", str(value))
-                    else:
+                    elif param["in"] == "query":
                         values = value if isinstance(value, list) else [value]
                         query += [(param["name"], str(v)) for v in values]
                 body = operation.get("requestBody", {}).get("content", {})

@@ -6,6 +6,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+from proxy.errors import ProblemError
 from proxy.mapping import load_table
 from proxy.settings import OPTIONS, Settings, shown
 
@@ -45,6 +46,23 @@ def test_readme_lists_every_upstream_status_as_the_table_maps_it():
 def test_readme_lists_every_setting():
     assert {o.field for o in OPTIONS} == {f.name for f in fields(Settings)}
     assert _block("settings") == settings_table()
+
+
+def test_readme_lists_every_problem_type_the_proxy_raises():
+    errors = _section("Errors")
+    for cls in _subclasses(ProblemError):
+        if "slug" in vars(cls) and cls.slug not in ("internal-error", "upstream-error"):
+            assert f"| {cls.status} | `{cls.slug}` |" in errors, cls.__name__
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]
+
+
+def _section(title: str) -> str:
+    found = re.search(rf"^## {title}\n(.*?)^## ", README.read_text(), re.S | re.M)
+    assert found, f"README has no {title} section"
+    return found.group(1)
 
 
 def test_readme_lists_every_operation():

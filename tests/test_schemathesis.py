@@ -14,7 +14,9 @@ import subprocess
 from pathlib import Path
 
 from proxy.mapping import load_table
-from tests.clients.support import BIN, live_proxy
+from tests.clients.support import BIN
+from tests.conftest import FIGURES
+from tests.processes import ROOT, running
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 PHASES = ("Examples", "Coverage", "Fuzzing", "Stateful")
@@ -25,24 +27,25 @@ MAX_EXAMPLES = "100"  # per operation and phase: about 40 s on two cores
 ACCOUNT = {"username": "fuzzer", "token": "fuzzer-token", "credits": 10**9}
 
 
-def test_schemathesis_finds_no_failure(figures, tmp_path):
+def test_schemathesis_finds_no_failure(tmp_path):
     accounts = tmp_path / "accounts.json"
     accounts.write_text(json.dumps([ACCOUNT]))
     # Its own proxy and sandbox, apart from the client scenarios' (proxy/sandbox/__main__.py
     # reads SANDBOX_ACCOUNTS and SANDBOX_SEED in the embedded sandbox too).
-    with live_proxy(env={"SANDBOX_ACCOUNTS": str(accounts), "SANDBOX_SEED": "1"}) as proxy:
+    env = {"SANDBOX_ACCOUNTS": str(accounts), "SANDBOX_SEED": "1", "SANDBOX_DLR_DELAY": "0"}
+    with running(tmp_path, ["--sandbox"], env=env) as proxy:
         run = subprocess.run(
             [str(BIN / "schemathesis"), "--config-file", str(CONFIG), "run",
-             f"{proxy.url}/openapi.json", "--auth", f"{ACCOUNT['username']}:{ACCOUNT['token']}",
+             f"{proxy.base}/openapi.json", "--auth", f"{ACCOUNT['username']}:{ACCOUNT['token']}",
              "--checks", "all",
              "--phases", ",".join(p.lower() for p in PHASES), "--max-examples", MAX_EXAMPLES,
              "--seed", SEED, "--no-color", "--output-truncate", "true"],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=600, cwd=ROOT)
     output = run.stdout + run.stderr
     cases = re.search(r"^\s*(\d+) generated, .*$", output, re.M)
     tested = re.search(r"^\s*Tested: (\d+)$", output, re.M)
     links = re.search(r"API Links: +(.*)$", output, re.M)
-    figures.append(f"schemathesis: {cases.group(0).strip() if cases else 'no count'}; "
+    FIGURES.append(f"schemathesis: {cases.group(0).strip() if cases else 'no count'}; "
                    f"links {links.group(1) if links else '?'} "
                    f"(seed {SEED}, {MAX_EXAMPLES} examples per operation and phase)")
     assert run.returncode == 0, output[-30000:]

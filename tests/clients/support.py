@@ -1,8 +1,7 @@
-"""Generated clients and a live proxy, for the tests that use the API as its users do.
+"""Generated clients, for the tests that use the API as its users do.
 
 Each client is generated once per openapi.yaml and generator version into ``.cache/clients/``
 (git-ignored), with the generator's output kept beside it, so a second run reads the cache.
-The proxy runs as ``python -m proxy --sandbox`` on a free loopback port, stopped by its PID.
 """
 
 from __future__ import annotations
@@ -11,13 +10,8 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -190,62 +184,3 @@ def npm_install(directory: Path, cache: Path = CACHE / "npm") -> Path:
         shutil.rmtree(target, ignore_errors=True)
         work.rename(target)
     return target / "node_modules"
-
-
-# ── The live proxy ────────────────────────────────────────────────────────────────────────
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class LiveProxy:
-    url: str
-    process: subprocess.Popen[str]
-    output: list[str]
-
-
-def _drain(process: subprocess.Popen[str], output: list[str], ready: threading.Event) -> None:
-    """Keep the proxy's log (and the pipe empty); say when uvicorn has started."""
-    assert process.stdout is not None
-    for line in process.stdout:
-        output.append(line)
-        if "Application startup complete" in line:
-            ready.set()
-    ready.set()  # the process ended: the waiter finds out why
-
-
-@contextmanager
-def live_proxy(*extra: str, env: dict[str, str] | None = None) -> Iterator[LiveProxy]:
-    """``python -m proxy --sandbox`` on a free loopback port, stopped by its PID at the end."""
-    port = free_port()
-    argv: Sequence[str] = [sys.executable, "-m", "proxy", "--sandbox", "--host", "127.0.0.1",
-                           "--port", str(port), *extra]
-    # The embedded sandbox reports deliveries at once instead of 2 s later (its own setting,
-    # proxy/sandbox/__main__.py): scenarios read reports right after sending, no waiting.
-    environment = {**os.environ, "SANDBOX_DLR_DELAY": "0", **(env or {})}
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=environment)
-    output: list[str] = []
-    ready = threading.Event()
-    reader = threading.Thread(target=_drain, args=(process, output, ready), daemon=True)
-    reader.start()
-    try:
-        if not ready.wait(60) or process.poll() is not None:
-            pytest.fail("the proxy did not start:\n" + "".join(output), pytrace=False)
-        yield LiveProxy(f"http://127.0.0.1:{port}", process, output)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
-        reader.join(5)
-        if process.stdout is not None:
-            process.stdout.close()

@@ -58,7 +58,7 @@ def _problem_of(sdk: ModuleType, exc_type: type[Exception], call: Any) -> Any:
 
 
 def test_scenario_through_the_openapi_generator_python_client(sdk, proxy):
-    config = sdk.Configuration(host=proxy.url, username="demo", password="demo-token")
+    config = sdk.Configuration(host=proxy.base, username="demo", password="demo-token")
     with sdk.ApiClient(config) as api:
         account, messages = sdk.AccountApi(api), sdk.MessagesApi(api)
         campaigns, reports = sdk.CampaignsApi(api), sdk.ReportsApi(api)
@@ -160,7 +160,7 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy):
         assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
         assert account.get_balance().credits == credits - 12
 
-    wrong = sdk.Configuration(host=proxy.url, username="demo", password="not-the-token")
+    wrong = sdk.Configuration(host=proxy.base, username="demo", password="not-the-token")
     with sdk.ApiClient(wrong) as api:
         problem = _problem_of(sdk, sdk.exceptions.UnauthorizedException, sdk.AccountApi(api).get_balance)
     assert (problem.type, problem.upstream_status) == ("/problems/invalid-credentials", 3)
@@ -201,7 +201,7 @@ def test_scenario_through_the_openapi_python_client(opc, proxy):
     # This generator keeps Python's builtins unshadowed: the fields `credits` and `type` are
     # the attributes `credits_` and `type_`, and the query parameter `from` is `from_`.
     models = importlib.import_module("smsleads_client.models")
-    client = opc.AuthenticatedClient(base_url=proxy.url, token="demo-token",
+    client = opc.AuthenticatedClient(base_url=proxy.base, token="demo-token",
                                      headers={"X-SMSLeads-Username": "demo"},
                                      raise_on_unexpected_status=True)
     with client:
@@ -285,7 +285,7 @@ def test_scenario_through_the_openapi_python_client(opc, proxy):
         assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
         assert call("get_balance", 200).credits_ == credits - 12
 
-    wrong = opc.AuthenticatedClient(base_url=proxy.url, token="not-the-token",
+    wrong = opc.AuthenticatedClient(base_url=proxy.base, token="not-the-token",
                                     headers={"X-SMSLeads-Username": "demo"})
     with wrong:
         problem = Calls(opc, wrong).problem("get_balance", 401)

@@ -35,6 +35,6 @@ def test_scenario_through_the_typescript_fetch_client(proxy, tmp_path):
     node, _ = require_node()
     script = compile_scenario(tmp_path)
     run = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PROXY_URL": proxy.url})
+                         env={**os.environ, "PROXY_URL": proxy.base})
     assert run.returncode == 0, f"the scenario failed:\n{run.stdout}{run.stderr}"
     assert run.stdout.splitlines() == [f"ok {step}" for step in STEPS] + ["scenario passed"]
