@@ -27,7 +27,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from proxy import docs, health, logs
 from proxy.auth import Authenticate, Credentials, credentials, tenant
@@ -190,12 +191,36 @@ async def _perform(op: Operation, validator: OperationValidator, upstream: Upstr
     return JSONResponse(body, status_code=op.success, headers=headers)
 
 
+class OperationRoute(Route):
+    """A route whose template yields to the concrete paths it would also match: the
+    .../contacts/removals of a list is not its contact "removals" (OpenAPI 3.1 §4.8.8:
+    concrete paths are matched before their templated counterparts)."""
+
+    shadows: tuple[Route, ...] = ()
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE and any(
+                route.matches(scope)[0] is not Match.NONE for route in self.shadows):
+            return Match.NONE, {}
+        return match, child
+
+
+def _allowed(request: Request) -> str:
+    """Every method of the resource (RFC 9110 §15.5.6). Each operation is its own route, and
+    Starlette's 405 names only the methods of the first route that matched the path."""
+    methods = {method for route in request.app.routes
+               if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+               for method in route.methods or ()}
+    return ", ".join(sorted(methods))
+
+
 async def _problem(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ProblemError):
         return ProblemResponse(exc, request_id(request))
     if isinstance(exc, HTTPException) and exc.status_code == 405:
         error: ProblemError = MethodNotAllowed(f"{request.method} is not allowed here")
-        error.headers.update(exc.headers or {})
+        error.headers["Allow"] = _allowed(request)
         return ProblemResponse(error, request_id(request))
     if isinstance(exc, HTTPException) and exc.status_code == 404:
         return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"),
@@ -216,14 +241,17 @@ async def _bug(request: Request, exc: Exception) -> Response:
 
 def _routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
             settings: Settings, clock: Clock) -> list[Route]:
-    routes = []
+    routes: list[OperationRoute] = []
     for op in table.operations:
         validator = validators.get((op.method, op.path))
         if validator is None:
             raise MappingError(f"openapi.yaml has no {op.method} {op.path} ({op.operation_id})")
         endpoint = _endpoint(op, validator, settings, clock)
-        routes.append(Route(op.path, endpoint, methods=[op.method]))
-    return routes
+        routes.append(OperationRoute(op.path, endpoint, methods=[op.method]))
+    for route in routes:
+        route.shadows = tuple(other for other in routes if other.path != route.path
+                              and route.path_regex.match(other.path))
+    return list(routes)
 
 
 def _now() -> datetime:

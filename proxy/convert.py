@@ -46,6 +46,10 @@ def _text_to_xml(value: JSON) -> str:
 
 
 def _integer_to_xml(value: JSON) -> str:
+    # JSON Schema's "integer" is any number with a zero fractional part (2020-12 validation
+    # §6.1.1), so a client may well send 5.0.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConversionError("must be an integer")
     return str(value)
@@ -146,8 +150,23 @@ def instant(value: JSON) -> datetime:
         raise ConversionError(f"{value!r} is not a valid date-time") from exc
 
 
+# The upstream writes years with two digits; read back with POSIX strptime's %y (69-99 are
+# 1969-1999), only 2000-2068 come back as the same year (a send_at in 2126 is not "26").
+FIRST_YEAR, LAST_YEAR = 2000, 2068
+
+
 def _israel_time_to_xml(value: JSON) -> str:
-    return instant(value).astimezone(ISRAEL).strftime(UPSTREAM_TIME)
+    moment = instant(value)
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ConversionError(f"must fall between {FIRST_YEAR} and {LAST_YEAR}: "
+                              "the upstream writes the year with two digits")
+    try:
+        local = moment.astimezone(ISRAEL)
+    except OverflowError as exc:  # 9999-12-31T23:59:00-01:00 and the like
+        raise ConversionError("is out of the range of dates") from exc
+    if not FIRST_YEAR <= local.year <= LAST_YEAR:
+        raise ConversionError(f"must fall between {FIRST_YEAR} and {LAST_YEAR} in Israel time")
+    return local.strftime(UPSTREAM_TIME)
 
 
 # Answers repeat their minutes: the 1,000 rows of a delivery report often share one.

@@ -148,7 +148,7 @@ def apply_window(window: Window, document: dict[str, JSON], now: datetime) -> No
     try:
         finish = now.replace(microsecond=0) if end is MISSING else instant(end)
         begin = finish - timedelta(days=window.default_days) if start is MISSING else instant(start)
-    except ConversionError:
+    except (ConversionError, OverflowError):  # a date at the end of the calendar, say
         return  # the field's converter names it
     if end is MISSING:
         _put(document, window.end, finish.isoformat())

@@ -35,7 +35,10 @@ from proxy.errors import FieldError, RequestInvalid
 from proxy.types import JSON
 
 SPEC_URI = "urn:smsleads-proxy:openapi"
-_PLUS_AS_SPACE = re.compile(r" ([0-9]{2}:[0-9]{2})$")
+_PLUS_AS_SPACE = re.compile(r" ([0-9]{2}:?[0-9]{2})$")
+# ISO 8601's basic offset, "+0000": what strftime's %z writes, and so what openapi-generator's
+# python client sends for a datetime in a query string (its Configuration.datetime_format).
+_BASIC_OFFSET = re.compile(r"(T[0-9:.]+[+-][0-9]{2})([0-9]{2})$")
 _SHOWN = 60  # characters of a value a message may repeat
 _SIZES = {  # keyword -> (unit, the limit's word)
     "maxLength": ("characters long", "at most"), "minLength": ("characters long", "at least"),
@@ -198,7 +201,7 @@ class OperationValidator:
             kind = kinds.get(name, "string")
             if name in times:
                 # An unencoded "+" in a query string decodes as a space: "…T10:00:00 03:00".
-                raw = _PLUS_AS_SPACE.sub(r"+\1", raw)
+                raw = _BASIC_OFFSET.sub(r"\1:\2", _PLUS_AS_SPACE.sub(r"+\1", raw))
             value: JSON = raw
             if kind == "integer" and raw.lstrip("-").isdigit():
                 value = int(raw)

@@ -127,12 +127,34 @@ def test_a_body_over_the_limit_is_413():
     assert recorder.requests == []
 
 
+def test_a_concrete_path_is_not_taken_for_a_template_it_fits():
+    recorder = Recorder(SENT)
+    with client_for(recorder) as client:
+        response = client.delete("/v1/contact-lists/17/contacts/removals")
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == "POST"
+    assert recorder.requests == []
+
+
 def test_unknown_route_is_404_and_wrong_method_is_405():
     with client_for(Recorder(SENT)) as client:
         assert_problem(client.get("/v1/nothing"), 404, "not-found")
         response = client.delete("/v1/balance")
         assert_problem(response, 405, "method-not-allowed")
         assert "GET" in response.headers["allow"]
+
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/v1/contact-lists", "GET, HEAD, POST"),      # two operations, two routes
+    ("/v1/contact-lists/17", "DELETE, GET, HEAD"),
+    ("/v1/subscribers", "GET, HEAD, POST"),
+    ("/v1/contact-lists/17/contacts/removals", "POST"),  # not DELETE .../contacts/{phone}
+])
+def test_a_405_allows_every_method_of_the_path(path, allow):
+    with client_for(Recorder(SENT)) as client:
+        response = client.patch(path)
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == allow
 
 
 def test_unknown_fields_are_refused_with_a_pointer_each():
@@ -212,6 +234,18 @@ def test_a_plus_sign_left_unencoded_in_a_query_still_reads_as_an_offset():
             "/v1/incoming-messages?from=2026-11-20T00:00:00+02:00&to=2026-11-21T00:00:00+02:00")
     assert response.status_code == 200, response.text
     assert "<from>20/11/26 00:00</from>" in recorder.envelope
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    ("2026-11-20T00:00:00.5%2B0200", "2026-11-20T22:00:00-0000"),  # strftime's %z
+    ("2026-11-20T00:00:00+0200", "2026-11-21T00:00:00+02:00"),      # ... with "+" unencoded
+])
+def test_a_query_date_time_with_a_basic_offset_reads_as_rfc_3339(start, end):
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    with client_for(recorder) as client:
+        response = client.get(f"/v1/incoming-messages?from={start}&to={end}")
+    assert response.status_code == 200, response.text
+    assert "<from>20/11/26 00:00</from><to>21/11/26 00:00</to>" in recorder.envelope
 
 
 @pytest.mark.parametrize("text", ['<b>&amp;"\'</b> ]]> & < >', "שלום 😀 עולם", "line\nbreak\ttab"])
@@ -308,6 +342,19 @@ def test_every_upstream_status_code_reaches_the_client_as_the_table_says(code):
         assert response.headers["retry-after"] == str(refusal.retry_after)
 
 
+@pytest.mark.parametrize(("query", "pointer"), [
+    ("to=0001-01-01T00:00:00%2B01:00", "/query/to"),         # no day before it for `from`
+    ("from=2404-08-06T00:00:00Z&to=2404-08-07T00:00:00Z", "/query/from"),  # not "06/08/04"
+])
+def test_a_window_two_digit_years_cannot_carry_is_a_422(query, pointer):
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    with client_for(recorder) as client:
+        problem = assert_problem(client.get(f"/v1/incoming-messages?{query}"), 422,
+                                 "invalid-request")
+    assert pointer in {e["pointer"] for e in problem["errors"]}
+    assert recorder.requests == []
+
+
 def test_report_window_defaults_to_the_last_day():
     recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
     with client_for(recorder) as client:
@@ -316,3 +363,4 @@ def test_report_window_defaults_to_the_last_day():
         assert client.get("/v1/incoming-messages", params={
             "to": "2026-11-20T10:00:00+02:00"}).status_code == 200
         assert "<from>19/11/26 10:00</from><to>20/11/26 10:00</to>" in recorder.envelope
+

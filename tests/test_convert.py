@@ -83,6 +83,14 @@ def test_israel_time_from_xml_carries_the_offset_of_the_day():
         when.from_xml("2021-02-03 16:38")
 
 
+@pytest.mark.parametrize("far", ["1999-12-31T21:59:00Z", "2126-01-01T10:00:00+02:00",
+                                 "2068-12-31T22:00:00Z", "9999-12-31T23:59:00-01:00",
+                                 "0001-01-01T00:00:00+01:00"])
+def test_israel_time_refuses_years_two_digits_cannot_carry(far):
+    with pytest.raises(ConversionError):
+        when.to_xml(far)
+
+
 @given(st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2068, 12, 31),
                     timezones=st.just(ISRAEL)))
 def test_israel_time_round_trip(moment):
@@ -113,7 +121,12 @@ def test_integer_round_trip(value):
     assert integer.from_xml(integer.to_xml(value)) == value
 
 
-@pytest.mark.parametrize("bad", [True, "5", 1.5, None])
+def test_integer_takes_a_number_with_no_fraction_as_json_schema_does():
+    assert CONVERTERS["integer"].to_xml(5.0) == "5"
+    assert CONVERTERS["integer"].to_xml(1e20) == "100000000000000000000"
+
+
+@pytest.mark.parametrize("bad", [True, "5", 1.5, float("inf"), float("nan"), None])
 def test_integer_refuses_what_is_not_an_integer(bad):
     with pytest.raises(ConversionError):
         CONVERTERS["integer"].to_xml(bad)

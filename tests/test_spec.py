@@ -6,9 +6,12 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
 from proxy.app import create_app, load_spec
+from proxy.convert import CONVERTERS
 from proxy.mapping import Element, Field, Operation, load_table
 from tests.conftest import deref
 
@@ -121,3 +124,18 @@ def test_routes_are_the_spec_operations():
     served = {(method, route.path) for route in app.routes for method in (route.methods or ())
               if route.path.startswith("/v1/") and method != "HEAD"}  # Starlette adds HEAD
     assert served == {(m, p) for m, p, _ in SPEC_OPERATIONS.values()}
+
+
+# The spec's phone patterns promise clients what the proxy accepts: any number they admit
+# converts (a schema-valid request is never refused for its phone, as schemathesis checks).
+@pytest.mark.parametrize(("schema", "converter"), [("MobileNumber", "mobile_phone"),
+                                                   ("PhoneNumber", "phone")])
+def test_every_phone_the_spec_admits_the_proxy_accepts(schema, converter):
+    pattern = SPEC["components"]["schemas"][schema]["pattern"]
+
+    @given(st.from_regex(pattern, fullmatch=True))
+    def accepted(phone):
+        CONVERTERS[converter].to_xml(phone)
+
+    accepted()
+    assert not re.search(pattern, "0401234567" if schema == "MobileNumber" else "0123456")
