@@ -73,11 +73,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp session with a pool of ``max_connections``, opened on first use (aiohttp
     needs the running event loop) and closed with the transport.
 
-    Like httpx's defaults it honours HTTP(S)_PROXY/NO_PROXY and SSL_CERT_FILE, verifies TLS
-    with httpx's context and follows no redirect; it leaves Content-Encoding to httpx, which
-    decodes as it reads. The proxy for a host is looked up once: aiohttp's ``trust_env`` looks
-    it up, and reads ~/.netrc, in a thread for every request, which cost the proxy half its
-    throughput (bench/RESULTS.md).
+    Like httpx's defaults it honours HTTP(S)_PROXY, ALL_PROXY, NO_PROXY and SSL_CERT_FILE,
+    verifies TLS with httpx's context and follows no redirect; it leaves Content-Encoding to
+    httpx, which decodes as it reads. The proxy for a host is looked up once: aiohttp's
+    ``trust_env`` looks it up, and reads ~/.netrc, in a thread for every request, which cost
+    the proxy half its throughput (bench/RESULTS.md).
     """
 
     def __init__(self, max_connections: int = 200, keepalive_expiry: float = 5.0) -> None:
@@ -101,7 +101,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if key not in self._proxies:
             proxies = urllib.request.getproxies()
             bypass = not proxies or urllib.request.proxy_bypass(url.host)
-            self._proxies[key] = None if bypass else proxies.get(url.scheme)
+            self._proxies[key] = None if bypass else proxies.get(url.scheme, proxies.get("all"))
         return self._proxies[key]
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
