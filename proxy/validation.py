@@ -336,7 +336,8 @@ def _formats(node: Any, found: set[str] | None = None) -> set[str]:
     found = set() if found is None else found
     if isinstance(node, dict):
         if isinstance(node.get("format"), str):
-            if node.get("type", "string") != "string":
+            types = node.get("type", "string")
+            if "string" not in ([types] if isinstance(types, str) else types):
                 raise ValueError(f"openapi.yaml: format {node['format']!r} on a non-string")
             found.add(node["format"])
         for value in node.values():
