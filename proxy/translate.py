@@ -43,8 +43,11 @@ def _tokens(pointer: str) -> tuple[str, ...]:
 
 def resolve(document: JSON, pointer: str) -> Value:
     """RFC 6901 JSON pointer; :data:`MISSING` where the document has no such value."""
+    tokens = _tokens(pointer)
+    if len(tokens) == 1 and isinstance(document, dict):  # "/phone" in an item: most lookups
+        return document.get(tokens[0], MISSING)
     value: JSON = document
-    for token in _tokens(pointer):
+    for token in tokens:
         if isinstance(value, dict) and token in value:
             value = value[token]
         elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
@@ -64,6 +67,9 @@ def choose_command(op: Operation, document: JSON) -> str:
 # ── JSON -> XML ──────────────────────────────────────────────────────────────────────────────
 
 
+_CONTAINERS = (dict, list)
+
+
 class _Builder:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
@@ -75,7 +81,7 @@ class _Builder:
         if value is MISSING:
             return spec.default
         if spec.convert is None:
-            if isinstance(value, dict | list) or value is None:
+            if isinstance(value, _CONTAINERS) or value is None:
                 self.errors.append(FieldError(at + (spec.source or ""), "must be a scalar"))
                 return None
             return value if isinstance(value, str) else str(value)
