@@ -1,6 +1,6 @@
 """The benchmark: the sandbox's XML API called directly, against the proxy in front of it.
 
-    bench/run                         # the whole run, about 8 minutes; see --help
+    bench/run                         # the whole run, about 10 minutes; see --help
     bench/run --only balance --duration 5 --skip-rss --skip-workers --skip-micro
     bench/run --only balance --profile  # also where the proxy spends its CPU (py-spy)
     bench/run --proxy-args="--log-level warning"   # a variant of the proxy
