@@ -10,6 +10,7 @@ Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,6 +50,7 @@ from proxy.metrics import forget_dead_workers
 from proxy.observability import REQUEST_ID_HEADER, Monitor, Observer, WatchedUpstream, request_id
 from proxy.settings import Settings
 from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
+from proxy.transport import AiohttpTransport
 from proxy.types import JSON
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator, compile_validators
@@ -283,18 +285,21 @@ def create_app(settings: Settings | None = None, *,
         timeout = httpx.Timeout(settings.upstream_timeout,
                                 connect=settings.upstream_connect_timeout)
         deadline = settings.upstream_timeout + settings.upstream_connect_timeout
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown, seconds)
         store = open_store(settings.redis_url or "", settings.idempotency_max_keys, seconds)
         try:
-            async with httpx.AsyncClient(transport=transport, timeout=timeout,
-                                         limits=limits) as client:
+            async with transport or AiohttpTransport(max_connections=200) as wire:
                 app.state.upstream = WatchedUpstream(
-                    monitor, client, url, table.statuses, unclosed=table.unclosed,
-                    max_answer_bytes=settings.max_answer_bytes, deadline=deadline,
-                    breaker=breaker, read_retries=settings.read_retries)
+                    monitor, wire, url, table.statuses, timeout=timeout,
+                    unclosed=table.unclosed, max_answer_bytes=settings.max_answer_bytes,
+                    deadline=deadline, breaker=breaker, read_retries=settings.read_retries)
                 app.state.ledger = Ledger(store, seconds, deadline + LEASE_MARGIN)
                 forget_dead_workers()
+                # Start-up's ~60,000 objects (spec, tables, validators) live as long as the
+                # process; frozen, they drop out of the collector's full passes, each a
+                # 10-15 ms pause of every request in flight here (bench/RESULTS.md: p99).
+                gc.collect()
+                gc.freeze()
                 yield
         finally:
             await store.close()

@@ -13,6 +13,7 @@ names converters (``convert: phone``) or builds one from an argument
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -79,14 +80,30 @@ _ANY_ISRAELI = re.compile(r"5[0-9]{8}|[2-489][0-9]{7}|7[2-9][0-9]{7}")
 _WRITTEN_PHONE = re.compile(r"\+?[0-9][0-9 ().\-]{6,24}")
 
 
+# The written forms nearly every request uses: +972/972/0/nothing, then the national number.
+# phonenumbers reads them the same way but takes ~30 µs a number, most of a 10,000-recipient
+# send's conversion (bench/RESULTS.md); anything else, and every refusal, takes its path.
+_PLAIN = re.compile(r"(?:\+?972|0)?([2-9][0-9]{7,8})")
+_SEPARATORS = re.compile(r"[\s\-().]")
+
+
 def _national_number(value: JSON, pattern: re.Pattern[str], kind: str) -> str:
     if not isinstance(value, str):
         raise ConversionError("must be a string")
     raw = value.strip()
-    if not _WRITTEN_PHONE.fullmatch(raw):
-        raise ConversionError(f"{value!r} is not a phone number (digits, +, spaces, dashes)")
+    plain = _PLAIN.fullmatch(raw)  # bare digits: a form _WRITTEN_PHONE accepts
+    if plain is None:
+        if not _WRITTEN_PHONE.fullmatch(raw):
+            raise ConversionError(f"{value!r} is not a phone number (digits, +, spaces, dashes)")
+        plain = _PLAIN.fullmatch(_SEPARATORS.sub("", raw))
+    if plain is not None and pattern.fullmatch(plain.group(1)):
+        return plain.group(1)
+    return _parsed_national_number(value, raw, _SEPARATORS.sub("", raw), pattern, kind)
+
+
+def _parsed_national_number(value: str, raw: str, digits: str, pattern: re.Pattern[str],
+                            kind: str) -> str:
     # "9725…" without the plus is international too; "5…" is national without the trunk 0.
-    digits = re.sub(r"[\s\-().]", "", raw)
     if re.fullmatch(r"972[0-9]{8,9}", digits):
         raw = "+" + digits
     try:
@@ -152,6 +169,8 @@ def _israel_time_to_xml(value: JSON) -> str:
     return local.strftime(UPSTREAM_TIME)
 
 
+# Answers repeat their minutes: the 1,000 rows of a delivery report often share one.
+@functools.lru_cache(maxsize=4096)
 def _israel_time_from_xml(text: str) -> str:
     try:
         local = datetime.strptime(text, UPSTREAM_TIME)

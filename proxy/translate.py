@@ -10,6 +10,7 @@ It knows no command: everything it does is said by an :class:`~proxy.mapping.Ope
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import TypeAlias
@@ -32,13 +33,21 @@ MISSING = Missing.MISSING
 Value: TypeAlias = "JSON | Missing"
 
 
+@functools.lru_cache(maxsize=1024)
+def _tokens(pointer: str) -> tuple[str, ...]:
+    """A pointer's reference tokens, unescaped; pointers come from the table, a few dozen."""
+    if pointer == "":
+        return ()
+    return tuple(token.replace("~1", "/").replace("~0", "~") for token in pointer[1:].split("/"))
+
+
 def resolve(document: JSON, pointer: str) -> Value:
     """RFC 6901 JSON pointer; :data:`MISSING` where the document has no such value."""
-    if pointer == "":
-        return document
+    tokens = _tokens(pointer)
+    if len(tokens) == 1 and isinstance(document, dict):  # "/phone" in an item: most lookups
+        return document.get(tokens[0], MISSING)
     value: JSON = document
-    for token in pointer[1:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
+    for token in tokens:
         if isinstance(value, dict) and token in value:
             value = value[token]
         elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
@@ -58,6 +67,9 @@ def choose_command(op: Operation, document: JSON) -> str:
 # ── JSON -> XML ──────────────────────────────────────────────────────────────────────────────
 
 
+_CONTAINERS = (dict, list)
+
+
 class _Builder:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
@@ -69,7 +81,7 @@ class _Builder:
         if value is MISSING:
             return spec.default
         if spec.convert is None:
-            if isinstance(value, dict | list) or value is None:
+            if isinstance(value, _CONTAINERS) or value is None:
                 self.errors.append(FieldError(at + (spec.source or ""), "must be a scalar"))
                 return None
             return value if isinstance(value, str) else str(value)
@@ -86,13 +98,14 @@ class _Builder:
         items = resolve(context, spec.each)
         if items is MISSING:
             if spec.default is not None:
-                self.put(etree.SubElement(parent, spec.name), None, spec.default, at + spec.each)
+                self.put(etree.SubElement(parent, spec.name), None, spec.default, at, spec.each)
             return
         if not isinstance(items, list):
             self.errors.append(FieldError(at + spec.each, "must be an array"))
             return
+        base = f"{at}{spec.each}/"
         for index, item in enumerate(items):
-            self.emit_one(parent, spec, item, f"{at}{spec.each}/{index}")
+            self.emit_one(parent, spec, item, base + str(index))
 
     def emit_one(self, parent: etree._Element, spec: Element, context: JSON, at: str) -> None:
         if spec.children is not None:
@@ -104,13 +117,14 @@ class _Builder:
             if text is None:
                 return
             element = etree.SubElement(parent, spec.name)
-            self.put(element, None, text, at + (spec.source or ""))
+            self.put(element, None, text, at, spec.source)
         for attribute in spec.attributes:
             value = self.text(attribute, context, at)
             if value is not None:
-                self.put(element, attribute.name, value, at + (attribute.source or ""))
+                self.put(element, attribute.name, value, at, attribute.source)
 
-    def put(self, element: etree._Element, attribute: str | None, text: str, at: str) -> None:
+    def put(self, element: etree._Element, attribute: str | None, text: str, at: str,
+            source: str | None) -> None:
         # lxml refuses what XML 1.0 cannot carry (NUL, most C0 controls, lone surrogates).
         try:
             if attribute is None:
@@ -118,7 +132,8 @@ class _Builder:
             else:
                 element.set(attribute, text)
         except ValueError:
-            self.errors.append(FieldError(at, "contains characters that XML cannot carry"))
+            self.errors.append(FieldError(at + (source or ""),
+                                          "contains characters that XML cannot carry"))
 
 
 def build_envelope(op: Operation, document: JSON) -> etree._Element:
@@ -171,8 +186,9 @@ def _put(document: dict[str, JSON], pointer: str, value: JSON) -> None:
 def _node_text(node: etree._Element | None) -> str | None:
     if node is None:
         return None
-    text = "".join(str(part) for part in node.itertext()).strip()
-    return text or None
+    # A leaf's text is its only text; mixed content also has its descendants'.
+    text = "".join(str(part) for part in node.itertext()) if len(node) else node.text or ""
+    return text.strip() or None
 
 
 class _Reader:
@@ -181,13 +197,19 @@ class _Reader:
 
     def fields(self, specs: tuple[Field, ...], node: etree._Element) -> dict[str, JSON]:
         out: dict[str, JSON] = {}
+        # Children by tag, one pass: an ElementPath find() per field costs ~1 µs, and a
+        # 1,000-row delivery report has 7,000 fields (bench/RESULTS.md).
+        children: dict[str, etree._Element] = {}
+        for child in reversed(node):  # the first of a name wins, as with find()
+            children[child.tag] = child
         for spec in specs:
-            value = self.field(spec, node)
+            value = self.field(spec, node, children)
             if value is not MISSING:
                 out[spec.name] = value
         return out
 
-    def field(self, spec: Field, node: etree._Element) -> Value:
+    def field(self, spec: Field, node: etree._Element,
+              children: dict[str, etree._Element] | None = None) -> Value:
         if spec.echo is not None:
             return resolve(self.document, spec.echo)
         if spec.each is not None:
@@ -197,13 +219,20 @@ class _Reader:
             if spec.group_by is not None:
                 rows = _grouped(rows, spec.group_by)
             return [item for row in rows if (item := self.item(spec, row)) is not MISSING]
-        return self.item(spec, node)
+        return self.item(spec, node, children)
 
-    def item(self, spec: Field, node: etree._Element) -> Value:
+    def item(self, spec: Field, node: etree._Element,
+             children: dict[str, etree._Element] | None = None) -> Value:
         if spec.fields is not None:
             return self.fields(spec.fields, node)
         source = spec.source or "."
-        text = _node_text(node if source == "." else node.find(source))
+        if source == ".":
+            element: etree._Element | None = node
+        elif children is not None and _is_tag(source):
+            element = children.get(source)
+        else:
+            element = node.find(source)
+        text = _node_text(element)
         if text is not None and spec.match is not None:
             found = spec.match.search(text)
             text = found.group(1) if found else None
@@ -215,6 +244,14 @@ class _Reader:
             return spec.convert.from_xml(text)
         except ConversionError as exc:
             raise UpstreamBadAnswer(f"the upstream's <{source}> is unreadable: {exc}") from exc
+
+
+_TAG = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+@functools.lru_cache(maxsize=256)
+def _is_tag(path: str) -> bool:
+    return _TAG.fullmatch(path) is not None
 
 
 def _grouped(rows: list[etree._Element], key: str) -> list[etree._Element]:

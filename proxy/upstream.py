@@ -1,8 +1,10 @@
 """The one door to the SMS Leads API: send an envelope, get a checked answer.
 
-A process has one :class:`Upstream`, opened in the app's lifespan around one pooled
-``httpx.AsyncClient``; tests and the embedded sandbox hand in their own transport. Everything
-httpx or lxml can raise is translated here, and only here, into :mod:`proxy.errors`.
+A process has one :class:`Upstream`, opened in the app's lifespan around one pooled transport
+(``httpx.AsyncBaseTransport``: proxy/transport.py's in production; tests and the embedded
+sandbox hand in their own). It calls the transport directly: httpx's client would only add
+cookies, redirects and default headers a proxy has no use for, and their cost (bench/).
+Everything httpx or lxml can raise is translated here, and only here, into :mod:`proxy.errors`.
 
 Around each call: a deadline for the whole exchange (a server that trickles its answer one
 byte at a time never trips httpx's per-read timeout), the circuit breaker (proxy/breaker.py),
@@ -50,6 +52,7 @@ _PARSER = etree.XMLParser(
 _DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
 _ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _WRAPPER = "answer"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)  # the settings' defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +136,13 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class Upstream:
-    def __init__(self, client: httpx.AsyncClient, url: str, statuses: StatusTable, *,
+    def __init__(self, transport: httpx.AsyncBaseTransport, url: str, statuses: StatusTable, *,
+                 timeout: httpx.Timeout = DEFAULT_TIMEOUT,
                  unclosed: tuple[str, ...] = (), max_answer_bytes: int = 8 * 1024 * 1024,
                  deadline: float = 35.0, breaker: Breaker | None = None,
                  read_retries: int = 2, sleep: Sleep = asyncio.sleep) -> None:
-        self.client, self.url, self.statuses = client, url, statuses
+        self.transport, self.url, self.statuses = transport, httpx.URL(url), statuses
+        self.timeout = timeout.as_dict()
         self.unclosed, self.max_answer_bytes = unclosed, max_answer_bytes
         self.deadline, self.breaker = deadline, breaker or Breaker()
         self.read_retries, self.sleep = read_retries, sleep
@@ -146,7 +151,7 @@ class Upstream:
                    timeout: float | None = None) -> Answer:
         """Send one command. ``safe`` (a read) may be retried when no connection was made;
         ``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
-        replaces the client's timeouts and the deadline for this call."""
+        replaces the configured timeouts and the deadline for this call."""
         body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
         headers = {"Content-Type": "application/xml; charset=utf-8"}
         if token is not None:
@@ -154,17 +159,36 @@ class Upstream:
         try:
             if not safe:
                 return await self._attempt(body, headers, timeout)
-            retrying = AsyncRetrying(
-                retry=retry_if_exception(_connection_failed),
-                stop=stop_after_attempt(1 + self.read_retries),
-                wait=wait_random_exponential(multiplier=BACKOFF, max=BACKOFF_CAP),
-                sleep=self.sleep, reraise=True)
-            answer: Answer = await retrying(self._attempt, body, headers, timeout)
-            return answer
+            return await self._with_retries(body, headers, timeout)
         except UpstreamError as error:
             if not safe and error.outcome is Outcome.UNKNOWN:
                 error.detail += UNKNOWN_EFFECT
             raise
+
+    async def _with_retries(self, body: bytes, headers: dict[str, str],
+                            timeout: float | None) -> Answer:
+        """A read, tried again while no connection could be made. tenacity's loop, which cost
+        7% of a balance request's CPU on every call (bench/RESULTS.md), starts only after a
+        first failure, which it is handed as its own first attempt: same tries, same waits."""
+        try:
+            return await self._attempt(body, headers, timeout)
+        except UpstreamError as exc:
+            if not _connection_failed(exc):
+                raise
+            failed: list[UpstreamError] = [exc]
+
+        async def attempt() -> Answer:
+            if failed:
+                raise failed.pop()
+            return await self._attempt(body, headers, timeout)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(_connection_failed),
+            stop=stop_after_attempt(1 + self.read_retries),
+            wait=wait_random_exponential(multiplier=BACKOFF, max=BACKOFF_CAP),
+            sleep=self.sleep, reraise=True)
+        answer: Answer = await retrying(attempt)
+        return answer
 
     async def _attempt(self, body: bytes, headers: dict[str, str],
                        timeout: float | None) -> Answer:
@@ -185,10 +209,10 @@ class Upstream:
 
     async def _exchange(self, body: bytes, headers: dict[str, str],
                         timeout: float | None) -> bytes:
-        limit = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
-        request = self.client.build_request("POST", self.url, content=body, headers=headers,
-                                            timeout=limit)
-        answer = await self.client.send(request, stream=True)
+        limits = self.timeout if timeout is None else httpx.Timeout(timeout).as_dict()
+        request = httpx.Request("POST", self.url, content=body, headers=headers,
+                                extensions={"timeout": limits})
+        answer = await self.transport.handle_async_request(request)
         try:
             return await self._read(answer)
         finally:

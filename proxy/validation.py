@@ -4,6 +4,12 @@ For each operation the request body schema and the parameters are compiled once 
 OAS 3.1 (JSON Schema 2020-12) validators whose ``$ref`` resolve inside the spec. Query strings
 are coerced by their declared types first (``?n=3`` is an integer where the schema says so).
 
+Each schema is compiled twice from the same spec: jsonschema-rs says whether a request is
+valid (0.8 ms for 10,000 recipients, where jsonschema takes 300 ms: bench/RESULTS.md), and
+only when it is not does jsonschema, the reference, say why. Formats are checked by
+jsonschema's own checkers in both, so the fast one is never the more lenient (alone it
+would take a leap second, ``23:59:60``, that rfc3339-validator refuses).
+
 A body's arrays are first counted against the schema's maxItems alone: 100,000 recipients are
 refused at once, naming the limit, instead of validating each one (seconds of CPU on the event
 loop) and echoing them all back. No message repeats a long value.
@@ -11,12 +17,15 @@ loop) and echoing them all back. No message repeats a long value.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+import jsonschema_rs
 from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS31Validator
 from referencing import Registry, Resource
@@ -64,6 +73,8 @@ class Shape:
     items: Shape | None = None
 
     def missing(self, value: JSON, at: str = "") -> list[str]:
+        if self.complete(value):  # the usual case, without building a pointer per row
+            return []
         if isinstance(value, dict):
             gaps = [f"{at}/{name}" for name in self.required if name not in value]
             for name, shape in (self.properties or {}).items():
@@ -75,13 +86,26 @@ class Shape:
                     for gap in self.items.missing(item, f"{at}/{i}")]
         return []
 
+    def complete(self, value: JSON) -> bool:
+        if isinstance(value, dict):
+            return all(name in value for name in self.required) and all(
+                shape.complete(value[name])
+                for name, shape in (self.properties or {}).items() if name in value)
+        if isinstance(value, list) and self.items is not None:
+            items = self.items
+            return all(items.complete(item) for item in value)
+        return True
+
 
 def _shape(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> Shape:
     while "$ref" in schema:
         schema = _lookup(spec, schema["$ref"][1:])
-    properties = {name: _shape(spec, sub) for name, sub in schema.get("properties", {}).items()}
+    # Only what can lack something is kept: a string property has nothing to check.
+    properties = {name: shape for name, sub in schema.get("properties", {}).items()
+                  if (shape := _shape(spec, sub)) != Shape()}
     items = _shape(spec, schema["items"]) if "items" in schema else None
-    return Shape(tuple(schema.get("required", ())), properties or None, items)
+    return Shape(tuple(schema.get("required", ())), properties or None,
+                 None if items == Shape() else items)
 
 
 def _answer_shape(spec: Mapping[str, Any], operation: Mapping[str, Any]) -> Shape:
@@ -94,38 +118,79 @@ def _answer_shape(spec: Mapping[str, Any], operation: Mapping[str, Any]) -> Shap
     return Shape()
 
 
+@dataclass(frozen=True, slots=True)
+class Compiler:
+    """Both registries of the spec, and the formats as jsonschema checks them."""
+
+    registry: Registry
+    fast_registry: jsonschema_rs.Registry
+    formats: dict[str, Callable[[str], bool]]
+
+    def schema(self, schema: Mapping[str, Any]) -> Schema:
+        full = OAS31Validator(schema, registry=self.registry,
+                              format_checker=OAS31Validator.FORMAT_CHECKER)
+        fast = jsonschema_rs.Draft202012Validator(
+            _uri_refs(schema), registry=self.fast_registry, formats=self.formats,
+            validate_formats=True, ignore_unknown_formats=True)
+        return Schema(fast, full)
+
+
+def _uri_refs(schema: Any) -> Any:
+    """The schema with each ``$ref`` a valid URI: a pointer in a fragment percent-encodes
+    what a URI cannot carry (RFC 6901 §6), such as the braces of ``/{username}``."""
+    if isinstance(schema, dict):
+        return {key: (_quote_fragment(value) if key == "$ref" else _uri_refs(value))
+                for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_uri_refs(value) for value in schema]
+    return schema
+
+
+def _quote_fragment(ref: str) -> str:
+    base, hash_, fragment = ref.partition("#")
+    return base + hash_ + quote(fragment, safe="/~")
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    fast: jsonschema_rs.Draft202012Validator
+    full: OAS31Validator
+
+    def valid(self, instance: JSON) -> bool:
+        try:
+            return bool(self.fast.is_valid(instance))
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800"): Rust strings cannot hold it
+            return False
+
+    def errors(self, instance: JSON, base: str) -> list[FieldError]:
+        return [] if self.valid(instance) else _field_errors(self.full, instance, base)
+
+
 class OperationValidator:
     """Checks one operation's {body, path, query} as the spec describes them."""
 
-    def __init__(self, registry: Registry, pointer: str, operation: Mapping[str, Any],
+    def __init__(self, compiler: Compiler, pointer: str, operation: Mapping[str, Any],
                  parameters: list[Parameter], answer: Shape,
                  spec: Mapping[str, Any] | None = None) -> None:
         self.parameters = parameters
         self.answer = answer
-        self.body: OAS31Validator | None = None
+        self.body: Schema | None = None
         self.spec: Mapping[str, Any] = spec or {}
         content = operation.get("requestBody", {}).get("content", {})
         self.body_schema: Mapping[str, Any] = content.get("application/json", {}).get("schema", {})
         if "application/json" in content:
             ref = f"{SPEC_URI}#{pointer}/requestBody/content/application~1json/schema"
-            self.body = self._validator({"$ref": ref}, registry)
+            self.body = compiler.schema({"$ref": ref})
         self.body_required = bool(operation.get("requestBody", {}).get("required"))
         groups = {"path": {}, "query": {}}  # type: dict[str, dict[str, Any]]
         for param in parameters:
             groups[param.location][param.name] = param.schema
         self.params = {
-            where: self._validator(
+            where: compiler.schema(
                 {"type": "object", "properties": props, "additionalProperties": False,
-                 "required": [p.name for p in parameters if p.location == where and p.required]},
-                registry,
-            )
+                 "required": [p.name for p in parameters if p.location == where and p.required]})
             for where, props in groups.items()
         }
-
-    @staticmethod
-    def _validator(schema: Mapping[str, Any], registry: Registry) -> OAS31Validator:
-        return OAS31Validator(schema, registry=registry,
-                              format_checker=OAS31Validator.FORMAT_CHECKER)
 
     def coerce_query(self, multi: Iterable[tuple[str, str]]) -> dict[str, JSON]:
         """Query pairs -> typed values (arrays repeat the name: ?external_id=a&external_id=b)."""
@@ -151,20 +216,28 @@ class OperationValidator:
         return query
 
     def check(self, document: Mapping[str, JSON], has_body: bool) -> None:
-        if has_body:
-            too_many = _too_many(self.spec, self.body_schema, document.get("body"), "/body")
+        body = document.get("body")
+        # A valid body has no array over its maxItems: the count is only needed otherwise
+        # (walking 10,000 recipients for it took 20 times the fast validation).
+        fine = has_body and self.body is not None and self.body.valid(body)
+        if has_body and not fine:
+            too_many = _too_many(self.spec, self.body_schema, body, "/body")
             if too_many:
                 raise RequestInvalid(too_many)
         errors: list[FieldError] = []
-        for where, validator in self.params.items():
-            errors += _field_errors(validator, document.get(where, {}), f"/{where}")
+        for where, schema in self.params.items():
+            errors += schema.errors(document.get(where, {}), f"/{where}")
         if self.body is not None:
-            if has_body:
-                errors += _field_errors(self.body, document.get("body"), "/body")
-            elif self.body_required:
+            if has_body and not fine:
+                errors += _field_errors(self.body.full, body, "/body")
+            elif not has_body and self.body_required:
                 errors.append(FieldError("/body", "a JSON body is required"))
         if errors:
             raise RequestInvalid(errors)
+
+
+def _conforms(instance: str, format: str) -> bool:
+    return bool(OAS31Validator.FORMAT_CHECKER.conforms(instance, format))
 
 
 def _field_errors(validator: OAS31Validator, instance: JSON, base: str) -> list[FieldError]:
@@ -257,10 +330,31 @@ def _parameters(spec: Mapping[str, Any], items: Iterable[tuple[str, Mapping[str,
     return params
 
 
+def _formats(node: Any, found: set[str] | None = None) -> set[str]:
+    """Every format the spec names on a string schema. A format on any other type would be
+    checked by jsonschema but not by jsonschema-rs, which checks strings only: refused."""
+    found = set() if found is None else found
+    if isinstance(node, dict):
+        if isinstance(node.get("format"), str):
+            types = node.get("type", "string")
+            if "string" not in ([types] if isinstance(types, str) else types):
+                raise ValueError(f"openapi.yaml: format {node['format']!r} on a non-string")
+            found.add(node["format"])
+        for value in node.values():
+            _formats(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _formats(value, found)
+    return found
+
+
 def compile_validators(spec: Mapping[str, Any]) -> dict[tuple[str, str], OperationValidator]:
     """(METHOD, path) -> validator, for every operation in the spec."""
     resource = Resource.from_contents(dict(spec), default_specification=DRAFT202012)
-    registry: Registry = Registry().with_resource(SPEC_URI, resource)
+    compiler = Compiler(
+        Registry().with_resource(SPEC_URI, resource),
+        jsonschema_rs.Registry([(SPEC_URI, dict(spec))]),
+        {name: functools.partial(_conforms, format=name) for name in _formats(spec)})
     validators = {}
     for path, item in spec["paths"].items():
         shared = [(f"/paths/{_escape(path)}/parameters/{i}", p)
@@ -273,5 +367,5 @@ def compile_validators(spec: Mapping[str, Any]) -> dict[tuple[str, str], Operati
                    for i, p in enumerate(operation.get("parameters", []))]
             params = _parameters(spec, [*shared, *own])
             validators[(method.upper(), path)] = OperationValidator(
-                registry, pointer, operation, params, _answer_shape(spec, operation), spec)
+                compiler, pointer, operation, params, _answer_shape(spec, operation), spec)
     return validators

@@ -192,6 +192,17 @@ def test_a_date_time_without_offset_is_422():
     assert problem["errors"][0]["pointer"] == "/body/send_at"
 
 
+def test_a_leap_second_is_refused_by_the_reference_date_time_check():
+    # The fast validator alone would take 23:59:60; formats are jsonschema's in both.
+    recorder = Recorder(SENT)
+    with client_for(recorder) as client:
+        response = client.post("/v1/messages", json=dict(MESSAGE, send_at="2026-12-31T23:59:60Z"))
+    problem = assert_problem(response, 422, "invalid-request")
+    assert problem["errors"] == [{"pointer": "/body/send_at",
+                                  "detail": "'2026-12-31T23:59:60Z' is not a 'date-time'"}]
+    assert recorder.requests == []
+
+
 def test_either_recipients_or_contact_lists_are_needed():
     with client_for(Recorder(SENT)) as client:
         response = client.post("/v1/messages", json={"sender": "DemoAPI", "text": "hi"})

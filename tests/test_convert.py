@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
+import phonenumbers
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -149,3 +151,24 @@ def test_enum_round_trip(name):
 def test_text_round_trip(value):
     text = CONVERTERS["text"]
     assert text.from_xml(text.to_xml(value)) == value
+
+
+@given(st.sampled_from(["", "0", "972", "+972", "00972", "+9720"]),
+       st.from_regex(r"[2-9][0-9]{6,9}", fullmatch=True),
+       st.sampled_from(["", " ", "-"]))
+def test_phones_read_as_phonenumbers_reads_them(prefix, national, separator):
+    # The converter reads the common written forms itself (bench/RESULTS.md: speed); every
+    # answer must be the one phonenumbers gives, refusals included.
+    written = prefix + (separator if prefix else "") + national[:2] + separator + national[2:]
+    digits = written.replace(" ", "").replace("-", "")
+    try:
+        oracle = phonenumbers.parse("+" + digits if re.fullmatch(r"972[0-9]{8,9}", digits) else digits, "IL")
+    except phonenumbers.NumberParseException:
+        oracle = None
+    expected = str(oracle.national_number) if oracle and oracle.country_code == 972 else None
+    for converter, pattern in ((mobile, r"5[0-9]{8}"), (phone, r"5[0-9]{8}|[2-489][0-9]{7}|7[2-9][0-9]{7}")):
+        if expected is not None and re.fullmatch(pattern, expected):
+            assert converter.to_xml(written) == "0" + expected
+        else:
+            with pytest.raises(ConversionError):
+                converter.to_xml(written)

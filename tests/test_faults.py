@@ -180,8 +180,8 @@ async def test_read_retries_back_off_exponentially_with_full_jitter():
         def refuse(request: httpx.Request) -> httpx.Response:
             raise httpx.ConnectError("refused")
 
-        async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
-            upstream = Upstream(client, "http://upstream.test/api", load_table().statuses,
+        async with httpx.MockTransport(refuse) as transport:
+            upstream = Upstream(transport, "http://upstream.test/api", load_table().statuses,
                                 read_retries=5, sleep=sleep)
             with pytest.raises(UpstreamUnreachable):
                 await upstream.call(etree.Element("balance"), "t", safe=True)

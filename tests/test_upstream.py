@@ -85,9 +85,9 @@ def test_read_status_treats_944_as_success():
     assert read_status(etree.fromstring("<x><status>944</status></x>"), STATUSES).status == 944
 
 
-def _upstream(handler, **kwargs) -> tuple[Upstream, httpx.AsyncClient]:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return Upstream(client, "http://upstream.test/api", STATUSES, **kwargs), client
+def _upstream(handler, **kwargs) -> tuple[Upstream, httpx.MockTransport]:
+    transport = httpx.MockTransport(handler)
+    return Upstream(transport, "http://upstream.test/api", STATUSES, **kwargs), transport
 
 
 async def test_call_sends_utf8_xml_with_the_bearer_token():
@@ -97,9 +97,9 @@ async def test_call_sends_utf8_xml_with_the_bearer_token():
         seen.update(body=request.content, headers=request.headers)
         return httpx.Response(200, content=b"<balance><status>0</status><balance>42</balance></balance>")
 
-    upstream, client = _upstream(handler)
+    upstream, transport = _upstream(handler)
     envelope = etree.fromstring("<balance><user><username>דני</username></user></balance>")
-    async with client:
+    async with transport:
         answer = await upstream.call(envelope, "tok-1")
     assert answer.root.findtext("balance") == "42"
     assert seen["headers"]["authorization"] == "Bearer tok-1"
@@ -118,8 +118,8 @@ async def test_call_translates_transport_failures(fault, error):
     def handler(request: httpx.Request) -> httpx.Response:
         raise fault
 
-    upstream, client = _upstream(handler)
-    async with client:
+    upstream, transport = _upstream(handler)
+    async with transport:
         with pytest.raises(error):
             await upstream.call(etree.Element("balance"), "t")
 
@@ -130,7 +130,7 @@ async def test_call_translates_transport_failures(fault, error):
     httpx.Response(200, content=b"<x><status>0</status>" + b"<p>x</p>" * 200),
 ])
 async def test_call_refuses_http_errors_empty_and_oversized_answers(response):
-    upstream, client = _upstream(lambda request: response, max_answer_bytes=1000)
-    async with client:
+    upstream, transport = _upstream(lambda request: response, max_answer_bytes=1000)
+    async with transport:
         with pytest.raises(UpstreamBadAnswer):
             await upstream.call(etree.Element("balance"), "t")
