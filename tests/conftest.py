@@ -60,6 +60,25 @@ def deref(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def schema_leaves(spec: dict[str, Any], schema: dict[str, Any], at: str = ""
+                  ) -> dict[str, dict[str, Any]]:
+    """Every leaf of a schema by its path (/recipients/*/phone), with the leaf's schema."""
+    schema = deref(spec, schema)
+    leaves: dict[str, dict[str, Any]] = {}
+    combined = [b for key in ("allOf", "anyOf", "oneOf") for b in schema.get(key, [])]
+    for branch in combined:
+        if set(branch) != {"required"}:  # a branch that only requires adds no field
+            leaves |= schema_leaves(spec, branch, at)
+    if "properties" in schema:
+        for name, sub in schema["properties"].items():
+            leaves |= schema_leaves(spec, sub, f"{at}/{name}")
+    elif schema.get("type") == "array":
+        leaves |= schema_leaves(spec, schema["items"], f"{at}/*")
+    elif not combined:
+        leaves[at] = schema
+    return leaves
+
+
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()

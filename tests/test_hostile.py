@@ -25,8 +25,8 @@ from proxy.app import create_app
 from proxy.errors import MAX_FIELD_ERRORS
 from proxy.mapping import Operation
 from proxy.settings import Settings
-from tests.conftest import BASIC, FIGURES, NOW, Clock, FaultyUpstream, Recorder
-from tests.examples import OPERATIONS, SPEC, _deref, example
+from tests.conftest import BASIC, FIGURES, NOW, Clock, FaultyUpstream, Recorder, schema_leaves
+from tests.examples import OPERATIONS, SPEC, example
 from tests.test_app import assert_problem
 
 SENT = b"<sms><status>0</status><message>SMS will be sent</message><shipment_id>9</shipment_id></sms>"
@@ -216,18 +216,8 @@ def test_an_id_from_the_upstream_cannot_inject_a_header_through_location():
 
 def _string_fields(schema: Any, at: str) -> set[str]:
     """/body/recipients/*/phone ... for every string the schema accepts."""
-    schema = _deref(schema)
-    found: set[str] = set()
-    for branch in schema.get("allOf", []):
-        found |= _string_fields(branch, at)
-    if "properties" in schema:
-        for name, sub in schema["properties"].items():
-            found |= _string_fields(sub, f"{at}/{name}")
-    elif schema.get("type") == "array":
-        found |= _string_fields(schema["items"], f"{at}/*")
-    elif schema.get("type") == "string":
-        found.add(at)
-    return found
+    return {path for path, leaf in schema_leaves(SPEC, schema, at).items()
+            if leaf.get("type") == "string"}
 
 
 def _leaves(value: Any, at: str) -> Iterator[tuple[str, str]]:

@@ -14,7 +14,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from proxy.app import create_app, load_spec
-from tests.conftest import BASIC, NOW, Recorder, deref
+from proxy.mapping import load_table
+from tests.conftest import BASIC, NOW, Recorder
+from tests.examples import example
 
 DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 USER = "<user><username>demo</username></user>"
@@ -211,28 +213,13 @@ CASES: dict[str, tuple[str, str, int, Any]] = {
 SPEC = load_spec()
 
 
-def _deref(node: dict[str, Any]) -> dict[str, Any]:
-    return deref(SPEC, node)
-
-
 def example_request(op_id: str) -> tuple[str, str, Any]:
     """Method, URL and JSON body of the spec's example for an operation."""
-    for path, item in SPEC["paths"].items():
-        for method, operation in item.items():
-            if isinstance(operation, dict) and operation.get("operationId") == op_id:
-                query: list[tuple[str, str]] = []
-                for param in map(_deref, operation.get("parameters", [])):
-                    value = param["example"]
-                    if param["in"] == "path":
-                        path = path.replace("{" + param["name"] + "}", str(value))
-                    elif param["in"] == "query":
-                        values = value if isinstance(value, list) else [value]
-                        query += [(param["name"], str(v)) for v in values]
-                body = operation.get("requestBody", {}).get("content", {})
-                example = body.get("application/json", {}).get("example")
-                url = path + ("?" + urlencode(query) if query else "")
-                return method.upper(), url, example
-    raise KeyError(op_id)
+    op = load_table().operation(op_id)
+    call = example(op)
+    query = [(name, str(v)) for name, value in call.query.items()
+             for v in (value if isinstance(value, list) else [value])]
+    return call.method, call.url(op) + ("?" + urlencode(query) if query else ""), call.body
 
 
 def client_for(recorder: Recorder) -> TestClient:

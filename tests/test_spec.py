@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from proxy.app import create_app, load_spec
 from proxy.convert import CONVERTERS
 from proxy.mapping import Element, Field, Operation, load_table
-from tests.conftest import deref
+from tests.conftest import deref, schema_leaves
 
 SPEC = load_spec()
 TABLE = load_table()
@@ -38,20 +38,7 @@ def _deref(node: dict[str, Any]) -> dict[str, Any]:
 
 def _schema_paths(schema: dict[str, Any], at: str) -> set[str]:
     """Every leaf path of a schema: /recipients/*/phone."""
-    schema = _deref(schema)
-    paths: set[str] = set()
-    for key in ("allOf", "anyOf", "oneOf"):
-        for branch in schema.get(key, []):
-            if set(branch) != {"required"}:  # a branch that only requires adds no field
-                paths |= _schema_paths(branch, at)
-    if "properties" in schema:
-        for name, sub in schema["properties"].items():
-            paths |= _schema_paths(sub, f"{at}/{name}")
-    elif schema.get("type") == "array":
-        paths |= _schema_paths(schema["items"], f"{at}/*")
-    elif not any(k in schema for k in ("allOf", "anyOf", "oneOf")):
-        paths.add(at)
-    return paths
+    return set(schema_leaves(SPEC, schema, at))
 
 
 def _normalise(pointer: str) -> str:
