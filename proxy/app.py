@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from proxy import docs, health, logs
+from proxy import docs, health, logs, problems
 from proxy.auth import Authenticate, Credentials, credentials, tenant
 from proxy.breaker import Breaker
 from proxy.errors import (
@@ -320,6 +320,7 @@ def create_app(settings: Settings | None = None, *,
         *health.routes(readiness),
         Route("/metrics", monitor.endpoint, methods=["GET"]),
         *docs.routes(),
+        *problems.routes(table.statuses),
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     middleware=[Middleware(Observer, monitor=monitor)],

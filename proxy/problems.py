@@ -1,0 +1,80 @@
+"""``/problems/<type>``: every problem ``type`` the proxy sends resolves to a page saying what
+it means (RFC 9457 §3.1.1: a type URI, dereferenced, "SHOULD provide human-readable
+documentation"). The catalogue is read from the error classes and the status table, so a new
+problem type or upstream code documents itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from proxy.errors import PROBLEM_BASE, ProblemError, RouteNotFound
+from proxy.mapping import StatusTable
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+STYLE = "body{font:16px/1.5 system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}"
+
+
+@dataclass(slots=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+    upstream: list[tuple[int, str]] = field(default_factory=list)  # (code, upstream's text)
+
+
+def _classes(cls: type[ProblemError]) -> list[type[ProblemError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _classes(direct))]
+
+
+def catalogue(statuses: StatusTable) -> dict[str, ProblemType]:
+    found = {cls.slug: ProblemType(cls.slug, cls.status, cls.title)
+             for cls in _classes(ProblemError) if "slug" in vars(cls)}
+    for code, refusal in sorted(statuses.codes.items()):
+        if code in statuses.success:
+            continue
+        entry = found.setdefault(refusal.slug,
+                                 ProblemType(refusal.slug, refusal.http, refusal.title))
+        entry.upstream.append((code, statuses.messages.get(code, "")))
+    unknown = statuses.unknown
+    found.setdefault(unknown.slug, ProblemType(unknown.slug, unknown.http, unknown.title))
+    return found
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+    return HTMLResponse(html, headers={"Content-Security-Policy": CSP})
+
+
+def routes(statuses: StatusTable) -> list[Route]:
+    types = catalogue(statuses)
+
+    async def index(request: Request) -> Response:
+        rows = "".join(f'<li><a href="{PROBLEM_BASE}{t.slug}">{escape(t.slug)}</a> '
+                       f"({t.status}): {escape(t.title)}</li>"
+                       for t in sorted(types.values(), key=lambda t: (t.status, t.slug)))
+        return _page("Problem types", f"<h1>Problem types</h1><ul>{rows}</ul>")
+
+    async def one(request: Request) -> Response:
+        entry = types.get(request.path_params["slug"])
+        if entry is None:
+            raise RouteNotFound(f"no problem type {request.path_params['slug'][:60]!r}")
+        body = (f"<h1>{escape(entry.title)}</h1><p>HTTP status <b>{entry.status}</b>; "
+                f"problem type <code>{PROBLEM_BASE}{escape(entry.slug)}</code>.</p>")
+        if entry.upstream:
+            codes = "".join(f"<li><code>{code}</code>: {escape(text)}</li>"
+                            for code, text in entry.upstream)
+            body += ("<p>Sent when SMS Leads answers with one of these statuses (its own words; "
+                     "the problem carries them as <code>upstream_status</code> and "
+                     f"<code>upstream_message</code>):</p><ul>{codes}</ul>")
+        body += f'<p><a href="{PROBLEM_BASE.rstrip("/")}">All problem types</a></p>'
+        return _page(entry.title, body)
+
+    return [Route(PROBLEM_BASE.rstrip("/"), index, methods=["GET"]),
+            Route(PROBLEM_BASE + "{slug}", one, methods=["GET"])]
