@@ -241,10 +241,10 @@ def _conforms(instance: str, format: str) -> bool:
 
 
 def _field_errors(validator: OAS31Validator, instance: JSON, base: str) -> list[FieldError]:
-    errors: list[FieldError] = []
+    errors: dict[FieldError, None] = {}  # ordered, and once each: allOf branches repeat rules
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
-        errors.extend(_explain(error, base))
-    return errors
+        errors.update(dict.fromkeys(_explain(error, base)))
+    return list(errors)
 
 
 def _explain(error: ValidationError, base: str) -> list[FieldError]:

@@ -364,3 +364,11 @@ def test_report_window_defaults_to_the_last_day():
             "to": "2026-11-20T10:00:00+02:00"}).status_code == 200
         assert "<from>19/11/26 10:00</from><to>20/11/26 10:00</to>" in recorder.envelope
 
+
+
+def test_each_missing_field_is_named_once():
+    with client_for(Recorder(SENT)) as client:
+        problem = assert_problem(client.post("/v1/messages", json={}), 422, "invalid-request")
+    pointers = [e["pointer"] for e in problem["errors"]]
+    assert len(pointers) == len(set(pointers))
+    assert {"/body/sender", "/body/text", "/body"} <= set(pointers)
