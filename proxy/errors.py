@@ -67,12 +67,17 @@ class ProblemError(Exception):
     slug: str = "internal-error"
     title: str = "Internal error"
     outcome: Outcome = Outcome.UNKNOWN  # an unforeseen failure never frees a key
+    retry_after: int | None = None  # seconds, sent as Retry-After (RFC 9110 §10.2.3)
 
-    def __init__(self, detail: str, **extensions: JSON) -> None:
+    def __init__(self, detail: str, *, retry_after: int | None = None,
+                 **extensions: JSON) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extensions = extensions
         self.headers: dict[str, str] = {}
+        wait = self.retry_after if retry_after is None else retry_after
+        if wait is not None:
+            self.headers["Retry-After"] = str(wait)
 
     @property
     def type(self) -> str:
@@ -148,10 +153,7 @@ class IdempotencyKeyInvalid(IdempotencyError):
 class IdempotencyKeyInUse(IdempotencyError):
     status, slug, title = 409, "idempotency-key-in-use", (
         "A request with this Idempotency-Key is still running")
-
-    def __init__(self, detail: str, retry_after: int = 1) -> None:
-        super().__init__(detail)
-        self.headers["Retry-After"] = str(retry_after)
+    retry_after = 1
 
 
 class OutcomeUnknown(IdempotencyError):
@@ -167,10 +169,7 @@ class IdempotencyKeyReused(IdempotencyError):
 class IdempotencyUnavailable(IdempotencyError):
     status, slug, title = 503, "idempotency-unavailable", (
         "Idempotency-Keys cannot be honoured right now")
-
-    def __init__(self, detail: str, retry_after: int = 5) -> None:
-        super().__init__(detail)
-        self.headers["Retry-After"] = str(retry_after)
+    retry_after = 5
 
 
 class UpstreamError(ProblemError):
@@ -195,22 +194,18 @@ class UpstreamRefused(UpstreamError):
         extensions: dict[str, JSON] = {"upstream_message": upstream_message}
         if upstream_status is not None:
             extensions["upstream_status"] = upstream_status
-        super().__init__(detail or upstream_message or refusal.title, **extensions)
+        super().__init__(detail or upstream_message or refusal.title,
+                         retry_after=refusal.retry_after, **extensions)
         self.status, self.slug, self.title = refusal.http, refusal.slug, refusal.title
         # The upstream's own answer is final, except "come back later" (714/715 are 503):
         # it did nothing, so the same request may be made again.
         self.outcome = Outcome.NONE if refusal.http == 503 else Outcome.FINAL
-        if refusal.retry_after is not None:
-            self.headers["Retry-After"] = str(refusal.retry_after)
 
 
 class UpstreamUnreachable(UpstreamError):
     status, slug, title = 503, "upstream-unreachable", "The SMS Leads API cannot be reached"
     outcome = Outcome.NONE  # no connection, so no request reached it
-
-    def __init__(self, detail: str, retry_after: int = 5) -> None:
-        super().__init__(detail)
-        self.headers["Retry-After"] = str(retry_after)
+    retry_after = 5
 
 
 class UpstreamSuspended(UpstreamUnreachable):
