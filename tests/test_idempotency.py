@@ -40,6 +40,20 @@ def basic(username: str, token: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode()}
 
 
+class HeldUpstream:
+    """An upstream that holds every call open until released, counting what reached it."""
+
+    def __init__(self) -> None:
+        self.arrived, self.release = asyncio.Event(), asyncio.Event()
+        self.calls: list[httpx.Request] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        self.arrived.set()
+        await self.release.wait()
+        return httpx.Response(200, content=SENT)
+
+
 def assert_replay_of(replay: httpx.Response, first: httpx.Response) -> None:
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.status_code == first.status_code
@@ -235,14 +249,8 @@ def test_an_unknown_outcome_holds_the_key_and_is_never_sent_again(failure, statu
 
 
 async def test_the_same_key_while_the_first_is_running_is_409():
-    arrived, release = asyncio.Event(), asyncio.Event()
-    calls: list[httpx.Request] = []
-
-    async def answer(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        arrived.set()
-        await release.wait()
-        return httpx.Response(200, content=SENT)
+    held = HeldUpstream()
+    arrived, release, calls, answer = held.arrived, held.release, held.calls, held
 
     app = create_app(transport=httpx.MockTransport(answer), clock=Clock())
     async with serving(app) as client:
@@ -261,13 +269,9 @@ async def test_the_same_key_while_the_first_is_running_is_409():
 
 async def test_a_running_key_whose_lease_ran_out_is_in_doubt():
     """Its process may have died mid-call: the key is never freed for a second send."""
-    arrived, release = asyncio.Event(), asyncio.Event()
+    held = HeldUpstream()
+    arrived, release, answer = held.arrived, held.release, held
     clock = Clock()
-
-    async def answer(request: httpx.Request) -> httpx.Response:
-        arrived.set()
-        await release.wait()
-        return httpx.Response(200, content=SENT)
 
     settings = Settings(upstream_timeout=10, upstream_connect_timeout=2)
     app = create_app(settings, transport=httpx.MockTransport(answer), clock=clock)
@@ -370,14 +374,8 @@ def test_two_proxies_sharing_redis_answer_for_each_other(redis_url):
 
 
 async def test_a_key_running_in_one_proxy_is_409_in_the_other(redis_url):
-    arrived, release = asyncio.Event(), asyncio.Event()
-    calls: list[httpx.Request] = []
-
-    async def slow(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        arrived.set()
-        await release.wait()
-        return httpx.Response(200, content=SENT)
+    held = HeldUpstream()
+    arrived, release, calls, slow = held.arrived, held.release, held.calls, held
 
     settings = Settings(redis_url=redis_url)
     one = create_app(settings, transport=httpx.MockTransport(slow), clock=Clock())
