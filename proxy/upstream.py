@@ -25,6 +25,7 @@ import httpx
 from lxml import etree
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from proxy.body import read_bounded
 from proxy.breaker import Breaker
 from proxy.errors import (
     Outcome,
@@ -222,17 +223,12 @@ class Upstream:
         """The body of a 200, read no further than the limit (a 100 MB answer is refused)."""
         if answer.status_code != 200:
             raise UpstreamBadAnswer(f"the SMS Leads API answered HTTP {answer.status_code}")
-        declared = answer.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_answer_bytes:
-            raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
-        data = bytearray()
-        async for chunk in answer.aiter_bytes():
-            data += chunk
-            if len(data) > self.max_answer_bytes:
-                raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
+        data = await read_bounded(
+            answer.aiter_bytes(), self.max_answer_bytes, answer.headers.get("content-length"),
+            lambda: UpstreamBadAnswer("the answer is larger than the proxy accepts"))
         if not data.strip():
             raise UpstreamBadAnswer("the SMS Leads API answered with an empty body")
-        return bytes(data)
+        return data
 
 
 __all__ = ["Answer", "Upstream", "UpstreamError", "parse_answer", "read_status"]

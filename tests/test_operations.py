@@ -13,7 +13,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from proxy.app import create_app, load_spec
+from proxy.app import create_app
+from proxy.docs import load_spec
 from proxy.mapping import load_table
 from tests.conftest import BASIC, NOW, Recorder
 from tests.examples import example
