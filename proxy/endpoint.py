@@ -20,7 +20,7 @@ from starlette.types import Scope
 
 from proxy.auth import Authenticate, Credentials
 from proxy.body import parse_json, read_bounded
-from proxy.errors import PayloadTooLarge, Refusal, UpstreamBadAnswer, UpstreamRefused
+from proxy.errors import PayloadTooLarge, UpstreamBadAnswer, UpstreamRefused
 from proxy.idempotency import Ledger, Ticket, key_of
 from proxy.mapping import MappingError, Operation, Table
 from proxy.observability import request_id
@@ -32,7 +32,6 @@ from proxy.upstream import Upstream
 from proxy.validation import OperationValidator
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-NOT_FOUND = Refusal(404, "not-found", "The resource named in the URL does not exist")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -91,8 +90,9 @@ async def _perform(op: Operation, validator: OperationValidator, upstream: Upstr
     """The upstream call and its answer as the client's response."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
     missing = names_not_found(op, envelope, answer.root)
-    if missing is not None:
-        raise UpstreamRefused(NOT_FOUND, answer.status, missing)
+    if missing is not None:  # a success that says the URL's thing is not there
+        refusal, said = missing
+        raise UpstreamRefused(refusal, None, said)
     if op.success == 204:
         return Response(status_code=204)
     body = read_answer(op, answer.root, document)

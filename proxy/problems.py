@@ -92,8 +92,8 @@ def catalogue(statuses: StatusTable) -> dict[str, ProblemType]:
         entry = found.setdefault(refusal.slug,
                                  ProblemType(refusal.slug, refusal.http, refusal.title))
         entry.upstream.append((code, statuses.messages.get(code, "")))
-    unknown = statuses.unknown
-    found.setdefault(unknown.slug, ProblemType(unknown.slug, unknown.http, unknown.title))
+    for refusal in (*statuses.not_found.values(), statuses.unknown):
+        found.setdefault(refusal.slug, ProblemType(refusal.slug, refusal.http, refusal.title))
     return found
 
 
