@@ -29,12 +29,13 @@ from proxy.auth import credentials, tenant
 from proxy.breaker import Breaker
 from proxy.docs import load_spec
 from proxy.endpoint import operation_routes
-from proxy.idempotency import Ledger, open_store
+from proxy.idempotency import Ledger
 from proxy.mapping import Table, load_table
 from proxy.metrics import forget_dead_workers
 from proxy.observability import Monitor, Observer, WatchedUpstream
 from proxy.services import Service, lifespan
 from proxy.settings import Settings
+from proxy.store import open_store
 from proxy.transport import AiohttpTransport
 from proxy.types import Clock
 from proxy.validation import OperationValidator, compile_validators
@@ -88,16 +89,19 @@ def _deadline(settings: Settings) -> float:
 
 
 def _ledger_service(settings: Settings, clock: Clock) -> Service:
-    """The Idempotency-Key ledger on its store, as ``state.ledger``."""
+    """The proxy's store (``state.store``) and the Idempotency-Key ledger on it
+    (``state.ledger``)."""
 
     @asynccontextmanager
     async def service(state: State) -> AsyncIterator[None]:
         def seconds() -> float:
             return clock().timestamp()
 
-        store = open_store(settings.redis_url or "", settings.idempotency_max_keys, seconds)
+        store = await open_store(settings, seconds)
         try:
-            state.ledger = Ledger(store, seconds, _deadline(settings) + LEASE_MARGIN)
+            state.store = store
+            state.ledger = Ledger(store, seconds, _deadline(settings) + LEASE_MARGIN,
+                                  settings.idempotency_keys_per_credential)
             yield
         finally:
             await store.close()
@@ -118,7 +122,7 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     """The proxy for ``table`` (default: the packaged mapping.yaml and statuses.yaml) and
     ``spec`` (default: the packaged openapi.yaml, which every operation must appear in).
     ``services`` run after the proxy's own (a test's, or a feature's)."""
-    settings = settings or Settings()
+    settings = (settings or Settings()).check()
     packaged_table, packaged_spec, packaged_validators = _packaged()
     table = table or packaged_table
     validators = packaged_validators if spec is None else compile_validators(spec)

@@ -72,12 +72,10 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             return await perform()
         asked: JSON = {"operation": op.operation_id, "path": document["path"],
                        "query": document["query"], "body": document.get("body")}
-        # Keys belong to the credentials the client showed: its token, or in single-tenant
-        # mode the proxy API key it presented (every client shares the held token).
-        shown = creds.token if request.app.state.tenant is None else (
-            request.headers.get("authorization", ""))
+        # Keys belong to the credential, not its spelling: its token, or in single-tenant mode
+        # the identified proxy API key (every client shares the held token).
         ledger: Ledger = request.app.state.ledger
-        return await ledger.run(Ticket.of(creds.username, shown, key, asked), perform,
+        return await ledger.run(Ticket.of(creds.username, creds.principal, key, asked), perform,
                                 lambda error: ProblemResponse(error, request_id(request)))
 
     endpoint.__name__ = op.operation_id

@@ -113,6 +113,15 @@ def spawned(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Po
         process.stdout.close()
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own $XDG_STATE_HOME: the proxy's default state file (proxy/store/sqlite.py)
+    is the test's, in process and in the processes it starts."""
+    home = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """redis://127.0.0.1:<free port>, a redis-server of its own (Debian package)."""
@@ -121,7 +130,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail("redis-server is not installed: run tests/run, which installs it")
     port = free_port()
     argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))]
+            "--appendonly", "yes", "--dir", str(tmp_path_factory.mktemp("redis"))]
     with spawned(argv, "Ready to accept connections"):
         yield f"redis://127.0.0.1:{port}/0"
 

@@ -17,7 +17,8 @@ from starlette.testclient import TestClient
 
 from proxy.app import create_app
 from proxy.errors import IdempotencyKeyInvalid, OutcomeUnknown
-from proxy.idempotency import Ledger, MemoryStore, Ticket, key_of
+from proxy.idempotency import Ledger, Ticket, key_of
+from proxy.store.memory import MemoryStore
 from proxy.problems import ProblemResponse
 from proxy.settings import Settings
 from tests.conftest import BASIC, Clock, Recorder, serving
@@ -398,15 +399,17 @@ def test_redis_holds_no_token_no_username_and_keeps_a_key_24_hours(redis_url):
         client.post("/v1/messages", json=MESSAGE, headers={**KEY, **basic("alice", "tok-secret-1")})
     store = redis.Redis.from_url(redis_url)
     try:
-        keys = store.keys("*")
-        assert len(keys) == 1
-        assert re.fullmatch(rb"smsleads-proxy:idempotency:[0-9a-f]{64}", keys[0])
-        value = store.get(keys[0])
-        ttl_ms = store.pttl(keys[0])
+        keys = sorted(store.keys("*"))
+        entry = next(key for key in keys if b":entry:" in key)
+        value, ttl_ms = store.get(entry), store.pttl(entry)
+        members = {key: store.zrange(key, 0, -1) for key in keys if key != entry}
     finally:
         store.close()
+    assert re.fullmatch(rb"smsleads-proxy:entry:idempotency:[0-9a-f]{64}", entry)
+    assert len(keys) == 3  # the entry, its credential's group, every entry
+    assert all(names == [entry] for names in members.values())
     for secret in (b"tok-secret-1", b"alice", KEY["Idempotency-Key"].encode()):
-        assert secret not in keys[0] + value
+        assert secret not in b"".join(keys) + value
     assert 23.9 * 3600 * 1000 < ttl_ms <= 24 * 3600 * 1000
 
 
@@ -446,7 +449,7 @@ def test_in_single_tenant_mode_keys_belong_to_each_proxy_api_key():
 async def test_a_call_cut_short_by_a_cancellation_or_a_bug_is_in_doubt(failure):
     """It may have reached the upstream before it stopped: the key must not be freed."""
     now = [0.0]
-    ledger = Ledger(MemoryStore(10, lambda: now[0]), lambda: now[0], lease=40)
+    ledger = Ledger(MemoryStore(10, lambda: now[0]), lambda: now[0], lease=40, per_owner=10)
     ticket = Ticket.of("demo", "demo-token", "k", {"body": MESSAGE})
     calls = []
 
