@@ -66,7 +66,7 @@ from proxy.types import JSON
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 RETENTION = 24 * 3600.0  # seconds a key is kept (the draft's and Stripe's 24 hours)
-CLAIM_LEASE = 10.0  # seconds a claim holds the key before it is dispatched (one store write)
+CLAIM_LEASE = 5.0  # seconds a claim holds the key before it is dispatched (one store write)
 DISPATCH_WITHIN = 2.0  # seconds the "dispatched" write may take to reach the store
 KEPT_HEADERS = ("content-type", "location")
 PREFIX = "idempotency:"

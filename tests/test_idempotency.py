@@ -18,9 +18,9 @@ from starlette.testclient import TestClient
 from proxy.app import create_app
 from proxy.errors import IdempotencyKeyInvalid, OutcomeUnknown
 from proxy.idempotency import Ledger, Ticket, key_of
-from proxy.store.memory import MemoryStore
 from proxy.problems import ProblemResponse
 from proxy.settings import Settings
+from proxy.store.memory import MemoryStore
 from tests.conftest import BASIC, Clock, Recorder, serving
 from tests.examples import OPERATIONS, SPEC, STATE_CHANGING, example
 from tests.processes import free_port

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from proxy.store import StoreFull, StoreUnavailable
 
@@ -117,10 +119,14 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, max_entries: int, *, timeout: float = 2.0,
                  volatile_ok: bool = False) -> RedisStore:
-        # Short socket timeouts: a hung Redis must fail a request, not hang it.
-        return cls(redis.asyncio.from_url(url, socket_timeout=timeout,
-                                          socket_connect_timeout=timeout), max_entries,
-                   volatile_ok=volatile_ok)
+        # Short socket timeouts: a hung Redis must fail a request, not hang it. A connection
+        # found broken (Redis restarted since it was pooled) is tried once more on a new one;
+        # a timeout never is. Every script is safe to repeat: a repeat that finds its own
+        # first attempt done changes nothing and says "held", which sends nothing.
+        client = redis.asyncio.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
+        return cls(client, max_entries, volatile_ok=volatile_ok)
 
     @contextmanager
     def _calling(self) -> Iterator[None]:

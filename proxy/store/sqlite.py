@@ -68,11 +68,12 @@ class SqliteStore:
         self._db = db
 
     async def _run(self, work: Callable[[], T]) -> T:
-        """``work`` on this store's thread; sqlite3's failures as StoreUnavailable."""
+        """``work`` on this store's thread; sqlite3's and the file system's failures as
+        StoreUnavailable (here only)."""
         def guarded() -> T:
             try:
                 return work()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:
                 if self._db is not None and self._db.in_transaction:
                     self._db.rollback()
                 raise StoreUnavailable(
