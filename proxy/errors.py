@@ -134,10 +134,10 @@ class RequestInvalid(ClientError):
 
     def __init__(self, errors: list[FieldError]) -> None:
         detail = "; ".join(f"{e.pointer}: {e.detail}" for e in errors[:5])
-        if len(errors) > 5:
+        if len(errors) > MAX_FIELD_ERRORS:  # the validator stops counting past the limit
+            detail += f"; and more (the first {MAX_FIELD_ERRORS} are listed)"
+        elif len(errors) > 5:
             detail += f"; and {len(errors) - 5} more"
-        if len(errors) > MAX_FIELD_ERRORS:
-            detail += f" (the first {MAX_FIELD_ERRORS} are listed)"
         super().__init__(detail, errors=[e.as_json() for e in errors[:MAX_FIELD_ERRORS]])
         self.errors = errors
 

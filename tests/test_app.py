@@ -61,6 +61,8 @@ def test_bearer_token_with_username_header():
     None, "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Bearer abc",
     "Digest x", "Basic " + base64.b64encode(b"demo:bad token").decode(),
     "Basic " + base64.b64encode(b":demo-token").decode(),
+    "Basic " + base64.b64encode(b"demo:").decode(),  # an empty token
+    "Token demo-token-xyz1234", "demo-token-xyz1234",  # an unknown scheme, a bare token
 ])
 def test_missing_or_malformed_credentials_are_401_before_any_upstream_call(header):
     recorder = Recorder(BALANCE)
@@ -70,7 +72,7 @@ def test_missing_or_malformed_credentials_are_401_before_any_upstream_call(heade
     problem = assert_problem(response, 401, "unauthorized")
     assert "Basic" in response.headers["www-authenticate"]
     assert recorder.requests == []
-    assert "demo-token" not in json.dumps(problem)
+    assert "demo-token" not in json.dumps(problem)  # no credential byte is ever quoted
 
 
 def test_upstream_credential_errors_are_401_with_the_raw_code():
