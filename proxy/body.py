@@ -8,7 +8,7 @@ is refused as soon as it passes the limit, so a 100 MB body never sits in memory
 
 Parsing is bounded too: what a JSON body costs to parse, in time and memory, is the number of
 values it holds, not its bytes. No request needs more than :data:`MAX_OBJECTS` objects (the
-largest, a bulk send, holds 1,000 messages and 10,000 recipients) nor :data:`MAX_NUMBERS`
+largest holds 1,000 messages and 10,000 recipients) nor :data:`MAX_NUMBERS`
 numbers, so a body with more is refused as soon as the parser has seen that many, never built
 whole: 8 MB of ``{"phone":"1"}`` would take half a second of the event loop and 140 MB.
 """
