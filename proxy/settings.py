@@ -116,7 +116,7 @@ class Settings:
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
     upstream_connect_timeout: float = 5.0
-    # The largest legitimate request, a bulk of 1,000 texts of 1,005 Hebrew letters written as
+    # The largest legitimate request, 1,000 messages of 1,005 Hebrew letters written as
     # \uXXXX escapes (Python's json.dumps default) and 10,000 recipients, is about 7 MB.
     max_body_bytes: int = 8 * 1024 * 1024
     max_answer_bytes: int = 8 * 1024 * 1024
