@@ -347,7 +347,7 @@ TOTAL = "x-max-items-per-request"  # an array's items, summed over the whole req
 @dataclass(frozen=True, slots=True)
 class Total:
     """An array schema whose items are capped over the whole request (``x-max-items-per-
-    request``: a bulk's recipients, all messages together)."""
+    request``: the recipients of all the messages of one request together)."""
 
     path: tuple[str, ...]  # property names, "*" for every item of an array
     cap: int
