@@ -90,6 +90,7 @@ class Protocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits
         self.header_bytes = 0  # of the request being read, while its headers are incomplete
+        self.headers_since: float | None = None  # when they began; None once they are complete
         self.header_timer: asyncio.TimerHandle | None = None
         self.linger_timer: asyncio.TimerHandle | None = None
         self.lingering = False  # answered; the rest of the request's body is read and dropped
@@ -104,7 +105,8 @@ class Protocol(HttpToolsProtocol):
             self._refuse(ServerBusy(
                 f"the proxy has {self.limits.max_connections} connections, each running a request"))
             return
-        self._expect_headers()
+        self.headers_since = self.loop.time()
+        self.header_timer = self.loop.call_later(self.limits.header_timeout, self._check_headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self.header_timer, self.linger_timer):
@@ -132,13 +134,18 @@ class Protocol(HttpToolsProtocol):
 
     # Reading a request's headers
 
-    def _expect_headers(self) -> None:
-        self.header_bytes = 0
-        if self.header_timer is None:
-            self.header_timer = self.loop.call_later(self.limits.header_timeout, self._headers_late)
+    def _check_headers(self) -> None:
+        """The connection's one timer (one per request would cost more than the rest of
+        this class): due when the headers being read are late, otherwise set again."""
+        wait = self.limits.header_timeout
+        if self.headers_since is not None:
+            wait = self.headers_since + self.limits.header_timeout - self.loop.time()
+            if wait <= 0:
+                self._headers_late()
+                return
+        self.header_timer = self.loop.call_later(wait, self._check_headers)
 
     def _headers_late(self) -> None:
-        self.header_timer = None
         if not self.header_bytes:  # not a byte of a request: closed as an idle connection is
             self.transport.close()
             return
@@ -149,7 +156,7 @@ class Protocol(HttpToolsProtocol):
         if self.lingering:
             return  # the rest of a body already answered
         super().data_received(data)
-        if self.header_timer is not None and not self.transport.is_closing():
+        if self.headers_since is not None and not self.transport.is_closing():
             # Still in a request's headers. (A pipelined request that began in this chunk is
             # charged the end of the previous one too: at most one read, in a rare case.)
             self.header_bytes += len(data)
@@ -159,12 +166,11 @@ class Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._expect_headers()
+        self.header_bytes = 0
+        self.headers_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        if self.header_timer is not None:
-            self.header_timer.cancel()
-            self.header_timer = None
+        self.headers_since = None
         super().on_headers_complete()
 
     # Answering before the body was read
@@ -226,12 +232,14 @@ def reserve_descriptors(settings: Settings) -> None:
     needs, as far as the hard limit allows; stop the start if it cannot."""
     needed = settings.max_connections + FD_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise SettingsError(
-                f"{named('max_connections')}={settings.max_connections} needs {needed} open "
-                f"files per worker; the limit is {hard} (ulimit -n)")
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    except (ValueError, OSError) as exc:  # above the hard limit, or the kernel's
+        raise SettingsError(
+            f"{named('max_connections')}={settings.max_connections} needs {needed} open files "
+            f"per worker; the limit is {hard} (ulimit -Hn)") from exc
 
 
 def serve(settings: Settings, app: str, log_config: dict[str, Any]) -> None:
