@@ -11,11 +11,11 @@ import sys
 import time
 from collections.abc import Sequence
 
-import uvicorn
 from starlette.applications import Starlette
 
 from proxy import logs
 from proxy.metrics import multiprocess_dir
+from proxy.server import reserve_descriptors, serve
 from proxy.settings import OPTIONS, Settings, SettingsError, load_settings, named
 
 SANDBOX_BANNER = """\
@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with multiprocess_dir(settings.workers) as metrics_dir:
         try:
             _check(settings)
+            reserve_descriptors(settings)
         except (SettingsError, ValueError) as exc:
             sys.exit(f"smsleads-proxy: {exc}")
         _export(settings)
@@ -118,9 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if settings.workers > 1:
                 banner += SANDBOX_WORKERS.format(workers=settings.workers)
             print(banner, flush=True)
-        uvicorn.run("proxy.__main__:app_from_env", factory=True, host=settings.host,
-                    port=settings.port, workers=settings.workers,
-                    log_config=logs.config(settings.log_level), access_log=False)
+        serve(settings, "proxy.__main__:app_from_env", logs.config(settings.log_level))
 
 
 if __name__ == "__main__":

@@ -148,6 +148,10 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
                            _ledger_service(settings, clock), _metrics_service, *services]),
         middleware=[Middleware(Observer, monitor=monitor)],
         exception_handlers=problems.HANDLERS)
+    # No redirect to the path with or without its trailing slash: Starlette builds its Location
+    # from the Host header, a client's POST would be resent elsewhere, and the paths are exact
+    # in the contract. A 404 problem names the path that exists (problems.py).
+    app.router.redirect_slashes = False
     app.state.authenticate = credentials if held is None else held.credentials
     app.state.tenant = held
     app.state.monitor = monitor

@@ -7,9 +7,12 @@
     │   ├── Unauthorized           401  no usable credentials
     │   ├── RouteNotFound          404  no such resource
     │   ├── MethodNotAllowed       405
+    │   ├── RequestTimeout         408  the headers came too slowly (proxy/server.py)
     │   ├── PayloadTooLarge        413
     │   ├── UnsupportedMediaType   415
-    │   └── RequestInvalid         422  with `errors`: a JSON pointer and a detail per field
+    │   ├── RequestInvalid         422  with `errors`: a JSON pointer and a detail per field
+    │   └── HeadersTooLarge        431  the request line and headers are too long (server.py)
+    ├── ServerBusy                 503  every connection a worker may hold is busy (server.py)
     ├── IdempotencyError           about an Idempotency-Key; nothing was sent upstream
     │   ├── IdempotencyKeyInvalid  400  not 1-255 printable characters
     │   ├── IdempotencyKeyInUse    409  the first request with the key is still running
@@ -129,6 +132,14 @@ class UnsupportedMediaType(ClientError):
     status, slug, title = 415, "unsupported-media-type", "The request body must be JSON"
 
 
+class RequestTimeout(ClientError):
+    status, slug, title = 408, "request-timeout", "The request's headers did not arrive in time"
+
+
+class HeadersTooLarge(ClientError):
+    status, slug, title = 431, "headers-too-large", "The request's headers are too large"
+
+
 class RequestInvalid(ClientError):
     status, slug, title = 422, "invalid-request", "The request has invalid fields"
 
@@ -140,6 +151,12 @@ class RequestInvalid(ClientError):
             detail += f"; and {len(errors) - 5} more"
         super().__init__(detail, errors=[e.as_json() for e in errors[:MAX_FIELD_ERRORS]])
         self.errors = errors
+
+
+class ServerBusy(ProblemError):
+    status, slug, title = 503, "server-busy", "The proxy is answering as many requests as it can"
+    outcome = Outcome.NONE  # refused before the request was read
+    retry_after = 1
 
 
 class IdempotencyError(ProblemError):

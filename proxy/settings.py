@@ -120,6 +120,10 @@ class Settings:
     # \uXXXX escapes (Python's json.dumps default) and 10,000 recipients, is about 7 MB.
     max_body_bytes: int = 8 * 1024 * 1024
     max_answer_bytes: int = 8 * 1024 * 1024
+    # HTTP limits (proxy/server.py): Node's and h11's default header size
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    max_connections: int = 1000
     sandbox: bool = False
     log_level: str = "info"
     readiness_window: float = 30.0
@@ -185,6 +189,13 @@ OPTIONS: tuple[Option, ...] = (
            "largest request body accepted (413 above)"),
     Option("max_answer_bytes", "SMSLEADS_MAX_ANSWER_BYTES", _positive_int,
            "largest upstream answer read (502 above)"),
+    Option("max_header_bytes", "SMSLEADS_MAX_HEADER_BYTES", _positive_int,
+           "largest request line and headers accepted (431 above)"),
+    Option("header_timeout", "SMSLEADS_HEADER_TIMEOUT", _positive_float,
+           "seconds a client has to send a request's headers (408 and closed after)"),
+    Option("max_connections", "SMSLEADS_MAX_CONNECTIONS", _positive_int,
+           "connections each worker holds; beyond, the longest idle one is closed, or 503 "
+           "`server-busy` when all are busy"),
     Option("sandbox", "SMSLEADS_SANDBOX", _flag,
            "answer from the embedded sandbox instead of SMS Leads"),
     Option("log_level", "SMSLEADS_LOG_LEVEL", _log_level, "debug, info, warning or error"),

@@ -146,6 +146,21 @@ def test_unknown_route_is_404_and_wrong_method_is_405():
         assert "GET" in response.headers["allow"]
 
 
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1/messages/"), ("GET", "/v1/balance/"), ("GET", "/v1/contact-lists/17/"),
+    ("GET", "/docs/"),
+])
+def test_a_trailing_slash_is_404_naming_the_resource_never_a_redirect(method, path):
+    recorder = Recorder(SENT)
+    with client_for(recorder) as client:
+        response = client.request(method, path, json=MESSAGE, follow_redirects=False,
+                                  headers={"Host": "attacker.example"})
+    problem = assert_problem(response, 404, "not-found")
+    assert problem["detail"] == f"no resource at {path}; the resource is {path.rstrip('/')}"
+    assert "location" not in response.headers
+    assert recorder.requests == []
+
+
 @pytest.mark.parametrize(("path", "allow"), [
     ("/v1/contact-lists", "GET, HEAD, POST"),      # two operations, two routes
     ("/v1/contact-lists/17", "DELETE, GET, HEAD"),
