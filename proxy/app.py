@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
 from proxy import docs, health, logs, problems
@@ -270,11 +270,15 @@ def create_app(settings: Settings | None = None, *,
     monitor = Monitor(lambda: clock().timestamp())
     readiness = health.Readiness(monitor, health.probe_envelope(table),
                                  settings.readiness_window, settings.readiness_timeout)
+    console: list[BaseRoute] = []  # /sandbox: the console of the embedded sandbox only
     if transport is None and settings.sandbox:
+        from proxy.sandbox import console_routes
         from proxy.sandbox import create_app as create_sandbox
         from proxy.sandbox.__main__ import from_environment
 
-        transport = httpx.ASGITransport(app=create_sandbox(from_environment()))
+        sandbox = from_environment()
+        transport = httpx.ASGITransport(app=create_sandbox(sandbox))
+        console = console_routes(sandbox, workers=settings.workers)
         url = SANDBOX_URL
 
     def seconds() -> float:
@@ -321,6 +325,7 @@ def create_app(settings: Settings | None = None, *,
         Route("/metrics", monitor.endpoint, methods=["GET"]),
         *docs.routes(),
         *problems.routes(table.statuses),
+        *console,
     ]
     app = Starlette(routes=routes, lifespan=lifespan,
                     middleware=[Middleware(Observer, monitor=monitor)],
