@@ -139,11 +139,6 @@ def _translated() -> Iterator[None]:
 _FEEDS: weakref.WeakSet[Feed] = weakref.WeakSet()
 
 
-def _close_feeds(signum: int, frame: FrameType | None) -> None:
-    for feed in list(_FEEDS):
-        feed.close()
-
-
 def _end_streams_on_exit(feed: Feed) -> None:
     """uvicorn waits for every response to finish before it stops, and an event stream never
     does: on SIGINT or SIGTERM the streams end first, then the server's own handler runs."""
@@ -152,19 +147,22 @@ def _end_streams_on_exit(feed: Feed) -> None:
         return  # signals reach the main thread only; a server elsewhere stops otherwise
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(signum)
-        if callable(previous) and previous.__name__ != "ending_console_streams":
-            signal.signal(signum, _chain(previous))
+        if callable(previous) and not isinstance(previous, _EndingStreams):
+            signal.signal(signum, _EndingStreams(previous))
 
 
-def _chain(previous: Callable[[int, FrameType | None], Any]
-           ) -> Callable[[int, FrameType | None], None]:
-    def ending_console_streams(signum: int, frame: FrameType | None) -> None:
+class _EndingStreams:
+    """A signal handler that ends the console's streams, then calls the one it replaced."""
+
+    def __init__(self, previous: Callable[[int, FrameType | None], Any]) -> None:
+        self.previous = previous
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
         try:
-            _close_feeds(signum, frame)
+            for feed in list(_FEEDS):
+                feed.close()
         finally:
-            previous(signum, frame)
-
-    return ending_console_streams
+            self.previous(signum, frame)
 
 
 def _event(name: str, data: str) -> str:

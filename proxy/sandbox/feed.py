@@ -30,6 +30,8 @@ class Subscription:
         self._ready = asyncio.Event()
 
     def push(self, event: str) -> None:
+        if self.stale:
+            return  # the snapshot it will get holds this change too
         if len(self._events) >= self._limit:
             self._events.clear()
             self.stale = True
