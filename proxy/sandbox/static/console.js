@@ -7,6 +7,7 @@ const ZONE = "Asia/Jerusalem"; // the upstream's time, and the sandbox's
 const MAX_PHONES = 60;
 const MAX_MESSAGES = 30; // per phone, the latest
 const MAX_BLACKLIST = 50;
+const VERBS = { failed: "Fail", expired: "Expire", delivered: "Deliver" }; // a pending delivery's buttons
 
 const KINDS = {
   account: ["accounts", (v) => v.username],
@@ -244,8 +245,8 @@ function drawBlacklist() {
   const entries = [...model.blacklist.values()].sort((a, b) => Date.parse(b.added_at) - Date.parse(a.added_at));
   const several = model.accounts.size > 1;
   $("blacklist").replaceChildren(...(entries.length ? entries.slice(0, MAX_BLACKLIST).map((entry) => h("li", {},
-    h("span", { class: "number" }, entry.phone), " ",
-    timeElement(entry.added_at), several ? h("span", { class: "muted" }, ` · ${entry.account}`) : null,
+    h("span", { class: "number" }, entry.phone),
+    several ? h("span", { class: "muted" }, ` ${entry.account}`) : null, timeElement(entry.added_at),
   )) : [h("li", { class: "empty" }, "Nobody has opted out.")]),
   entries.length > MAX_BLACKLIST ? h("li", { class: "muted" }, `and ${plural(entries.length - MAX_BLACKLIST, "older entry", "older entries")}`) : "");
 }
@@ -271,7 +272,7 @@ function drawCampaigns() {
     campaign.texts > 1 ? h("p", { class: "muted" }, `and ${plural(campaign.texts - 1, "other text")} (personalised or bulk)`) : null,
     h("dl", { class: "facts" },
       fact("From", campaign.senders.join(", ") || "—"),
-      fact("To", plural(campaign.recipients, "recipient")),
+      fact("Recipients", numberFormat.format(campaign.recipients)),
       fact("Parts", campaign.parts),
       fact("Credits", numberFormat.format(campaign.credits)),
       fact(campaign.state === "scheduled" ? "Goes out" : "Sent", timeElement(campaign.send_at)),
@@ -296,8 +297,11 @@ function deliveryStatus(item) {
   else if (delivery.state === "cancelled") status.append("Cancelled: never sent");
   else if (delivery.state === "pending") status.append("Sent, no report yet");
   else {
-    status.append(h("strong", {}, words(delivery.state)), " ", timeElement(delivery.reported_at));
-    if (delivery.state !== "delivered") status.append(` · ${delivery.description} (${delivery.status_code})`);
+    // The report's own words (its English text), the API's state name on hover.
+    const said = delivery.state === "delivered" ? "Delivered" : delivery.description || words(delivery.state);
+    status.title = `state ${delivery.state}, status_code ${delivery.status_code}`;
+    status.append(h("strong", {}, said), " ", timeElement(delivery.reported_at));
+    if (delivery.state !== "delivered") status.append(` · status ${delivery.status_code}`);
   }
   return status;
 }
@@ -312,9 +316,9 @@ function receivedBubble(entry, item) {
     pending ? h("div", { class: "actions", role: "group", "aria-label": `Report for the delivery to ${entry.number}` },
       ["failed", "expired", "delivered"].map((outcome) => h("button", {
         type: "button", class: "quiet small", "data-key": `report ${campaign.id} ${entry.number} ${outcome}`,
-        "aria-label": `Make the delivery of campaign ${campaign.id} to ${entry.number} ${outcome === "failed" ? "fail" : outcome === "expired" ? "expire" : "arrive"}`,
+        "aria-label": `${VERBS[outcome]} the delivery of campaign ${campaign.id} to ${entry.number}`,
         onclick: () => report(campaign, delivery, outcome),
-      }, { failed: "Fail", expired: "Expire", delivered: "Deliver" }[outcome]))) : null,
+      }, VERBS[outcome]))) : null,
   );
 }
 
@@ -333,7 +337,7 @@ function phoneCard(entry) {
   const earlier = entry.items.length - shown.length;
   const input = h("input", {
     id: `reply-${id}`, name: "text", type: "text", autocomplete: "off", dir: "auto", maxlength: 1005,
-    placeholder: "Reply as this phone", "data-key": `reply ${entry.number}`,
+    placeholder: "Reply…", "data-key": `reply ${entry.number}`,
     oninput: (event) => drafts.set(entry.number, event.target.value),
   });
   input.value = drafts.get(entry.number) || "";
