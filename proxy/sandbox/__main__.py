@@ -82,8 +82,8 @@ def fixed_clock(text: str) -> FixedClock:
         return FixedClock(datetime.fromisoformat(text.strip()))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a date-time with an offset (2026-11-25T22:14:00+02:00) "
-            "or 'now'") from exc
+            f"{text!r} (--clock, SANDBOX_CLOCK) is not a date-time with an offset "
+            "(2026-11-25T22:14:00+02:00) or 'now'") from exc
 
 
 def load_accounts(path: str | os.PathLike[str]) -> list[Account]:

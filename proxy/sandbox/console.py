@@ -81,7 +81,9 @@ async def _body(request: Request) -> dict[str, Any]:
             raise PayloadTooLarge(f"the body is over the limit of {MAX_BODY} bytes")
     try:
         value = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except RecursionError as exc:
+        raise MalformedRequest("the body is nested too deeply") from exc
+    except ValueError as exc:  # UnicodeDecodeError too
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise RequestInvalid([FieldError("/body", "must be an object")])
@@ -109,7 +111,7 @@ def _checked(body: dict[str, Any], fields: Fields) -> dict[str, Any]:
 
 def _campaign_id(value: str | int) -> int:
     text = str(value)
-    if not text.isascii() or not text.isdigit():
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
         raise RequestInvalid([FieldError("/body/campaign_id", "must be a campaign id (digits)")])
     return int(text)
 

@@ -158,7 +158,8 @@ class Sandbox:
         """Everything the console shows, now (views.py)."""
         with self._lock:
             self._catch_up()
-            return self._snapshot()
+            view = self._snapshot()
+        return self._with_panels(view)
 
     def watch(self, subscription: Subscription) -> View:
         """Queue every change from now on for ``subscription``; the snapshot of now. Called
@@ -169,7 +170,8 @@ class Sandbox:
             subscription.drain()
             self.feed.add(subscription)
             self.state.observer = self._observe
-            return self._snapshot()
+            view = self._snapshot()
+        return self._with_panels(view)
 
     def unwatch(self, subscription: Subscription) -> None:
         with self._lock:
@@ -190,15 +192,14 @@ class Sandbox:
 
     def add_panel(self, panel: Panel) -> None:
         """An extra section of the console (views.Panel), shown from the next snapshot on."""
-        with self._lock:
-            self.panels[panel.key] = panel
+        self.panels[panel.key] = panel
         self.panel_changed(panel.key)
 
     def panel_changed(self, key: str) -> None:
-        """Send the panel's rows to the consoles watching now."""
-        with self._lock:
-            change = {"kind": "panel", "key": key, "value": views.panel(self.panels[key])}
-            self.feed.publish(views.event(self.clock.now(), {"changes": [change]}))
+        """Send the panel's rows to the consoles watching now. Its ``rows()`` is called
+        outside the sandbox's lock: it may ask the sandbox about anything."""
+        change = {"kind": "panel", "key": key, "value": views.panel(self.panels[key])}
+        self.feed.publish(views.event(self.clock.now(), {"changes": [change]}))
 
     def _catch_up(self) -> None:
         self.state.process_due(self.clock.now())
@@ -207,8 +208,10 @@ class Sandbox:
     def _snapshot(self) -> View:
         return {"now": views.time(self.clock.now()),
                 "clock": "fixed" if isinstance(self.clock, FixedClock) else "system",
-                **views.snapshot(self.state),
-                "panels": [views.panel(panel) for panel in self.panels.values()]}
+                **views.snapshot(self.state)}
+
+    def _with_panels(self, view: View) -> View:
+        return {**view, "panels": [views.panel(panel) for panel in list(self.panels.values())]}
 
     def _observe(self, changes: list[Change]) -> None:
         shown = views.changes(changes)

@@ -187,6 +187,8 @@ async def test_a_reset_gives_the_credits_back(client: Client, http: httpx.AsyncC
     ("opt-outs", {"phone": "0501234567", "text": "bye"}, 422, "invalid-request", "/body/text"),
     ("delivery-reports", {"campaign_id": "12a", "phone": "0501234567", "outcome": "failed"},
      422, "invalid-request", "/body/campaign_id"),
+    ("delivery-reports", {"campaign_id": "9" * 5000, "phone": "0501234567",
+                          "outcome": "failed"}, 422, "invalid-request", "/body/campaign_id"),
     ("delivery-reports", {"campaign_id": "1", "phone": "0501234567", "outcome": "lost"},
      422, "invalid-request", "/body/outcome"),
     ("delivery-reports", {"campaign_id": "1", "phone": "0501234567", "outcome": "failed"},
@@ -214,9 +216,15 @@ async def test_an_action_takes_json_only(http: httpx.AsyncClient) -> None:
                                  headers={"Content-Type": "application/json"})
         huge = await http.post("/sandbox/api/replies", content=b" " * 70_000,
                                headers={"Content-Type": "application/json"})
+        deep = await http.post("/sandbox/api/replies", content=b"[" * 60_000,
+                               headers={"Content-Type": "application/json"})
+        latin = await http.post("/sandbox/api/replies", content='{"text": "é"}'.encode("latin-1"),
+                                headers={"Content-Type": "application/json"})
     problem(form, 415, "unsupported-media-type")
     problem(broken, 400, "malformed-request")
     problem(huge, 413, "payload-too-large")
+    problem(deep, 400, "malformed-request")
+    problem(latin, 400, "malformed-request")
 
 
 # ── The event stream ─────────────────────────────────────────────────────────────────────

@@ -3,6 +3,7 @@ checked through the XML API, as the application under test would see it."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,7 +114,7 @@ async def test_a_pending_delivery_reports_now_the_others_later(
     assert status(await client("cancel", f"<campaign_id>{campaign_id}</campaign_id>")) == 966
     sandbox.advance(timedelta(seconds=1))
     rows = transactions(await client("dlrByDate", NULL + TODAY))
-    assert [r["status"] for r in rows][0] == code and len(rows) == 2  # reported once each
+    assert rows[0]["status"] == code and len(rows) == 2  # reported once each
 
 
 async def test_reporting_every_delivery_completes_the_campaign(sandbox: Sandbox,
@@ -134,11 +135,11 @@ async def test_a_report_refused_when_there_is_nothing_pending(sandbox: Sandbox,
     sandbox.advance(timedelta(seconds=2))
     with pytest.raises(Conflict, match=r"already has its report: \w+ at 2025-06-15T12:00:02"):
         sandbox.report(sent, "0521234567", "failed")
-    with pytest.raises(Conflict, match="scheduled for 2025-06-15T14:00:00.03:00"):
+    with pytest.raises(Conflict, match=re.escape("scheduled for 2025-06-15T14:00:00+03:00")):
         sandbox.report(scheduled, "0521234567", "failed")
     with pytest.raises(Conflict, match="cancelled"):
         sandbox.report(cancelled, "0521234567", "failed")
-    with pytest.raises(NotFound, match="not sent to .972529999998"):
+    with pytest.raises(NotFound, match=re.escape("not sent to +972529999998")):
         sandbox.report(sent, "0529999998", "failed")
     with pytest.raises(NotFound, match="no campaign 1"):
         sandbox.report(1, "0521234567", "failed")
