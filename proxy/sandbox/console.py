@@ -234,7 +234,8 @@ def console_routes(sandbox: Sandbox, *, workers: int = 1) -> list[BaseRoute]:
         campaign_id = _campaign_id(body["campaign_id"])
         with _translated():
             delivery = sandbox.report(campaign_id, body["phone"], body["outcome"])
-        view = views.delivery(dump_delivery(delivery), "reported", None)
+        campaign = sandbox.state.campaigns[campaign_id]
+        view = views.delivery(dump_delivery(delivery), campaign.phase, campaign.reply_to)
         return JSONResponse({"campaign_id": str(campaign_id), **view})
 
     async def clock(request: Request) -> Response:

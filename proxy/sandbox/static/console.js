@@ -275,10 +275,10 @@ function drawCampaigns() {
       fact("Recipients", numberFormat.format(campaign.recipients)),
       fact("Parts", campaign.parts),
       fact("Credits", numberFormat.format(campaign.credits)),
-      fact(campaign.state === "scheduled" ? "Goes out" : "Sent", timeElement(campaign.send_at)),
+      fact({ scheduled: "Goes out", cancelled: "Was due" }[campaign.state] || "Sent", timeElement(campaign.send_at)),
       several ? fact("Account", campaign.account) : null),
     h("p", { class: "muted" }, [
-      campaign.state === "cancelled" ? "Cancelled before it went out; the credits were given back." : campaignSummary(campaign),
+      campaign.state === "cancelled" ? "Cancelled before it went out; the credits were given back." : `${campaignSummary(campaign)}.`,
       campaign.reply_to ? ` Replies go to ${campaign.reply_to}.` : "",
       campaign.unsubscribe ? ` Opt-out by ${campaign.unsubscribe}.` : "",
       campaign.more_recipients ? ` ${plural(campaign.more_recipients, "more recipient")} not shown.` : "",
