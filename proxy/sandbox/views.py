@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from proxy.convert import CONVERTERS, enum
+from proxy.convert import CONVERTERS
 from proxy.sandbox.accounts import dump_account
 from proxy.sandbox.clock import ISRAEL
 from proxy.sandbox.records import dump_campaign, dump_incoming
@@ -39,10 +39,11 @@ PANEL_ROWS = 100  # rows shown of an extra panel
 View = dict[str, Any]
 
 
-def _api_names(name: str) -> Callable[[str], Any]:
-    """The names the API gives an enum's upstream codes (mapping.yaml's ``enums``)."""
+def _api_names(name: str) -> dict[str, str]:
+    """Upstream code -> the name the API gives it (mapping.yaml's ``enums``)."""
     table = yaml.safe_load(resources.files("proxy").joinpath("mapping.yaml").read_text("utf-8"))
-    return enum(name, table["enums"][name]).from_xml
+    return {str(code): key for key, codes in table["enums"][name].items()
+            for code in (codes if isinstance(codes, list) else [codes])}
 
 
 _DLR_STATE = _api_names("dlr_state")
@@ -67,7 +68,7 @@ def delivery_state(phase: str, status: int | None) -> str:
     """scheduled, cancelled, pending (sent, no report yet), or the report's state."""
     if phase in ("scheduled", "cancelled"):
         return phase
-    return "pending" if status is None else str(_DLR_STATE(str(status)))
+    return "pending" if status is None else _DLR_STATE.get(str(status), "unknown")
 
 
 def account(record: dict[str, Any]) -> View:
@@ -100,7 +101,7 @@ def campaign(record: dict[str, Any]) -> View:
         "parts": max((row[3] for row in rows), default=0),
         "credits": sum(row[3] for row in rows),
         "reply_to": phone(record["reply_to"]) if record["reply_to"] else None,
-        "unsubscribe": _UNSUBSCRIBE(str(record["unsubscribe"])) if record["unsubscribe"] else None,
+        "unsubscribe": _UNSUBSCRIBE.get(str(record["unsubscribe"])),
         "deliveries": deliveries, "more_recipients": max(0, len(rows) - DELIVERIES),
     }
 

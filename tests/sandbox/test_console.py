@@ -102,11 +102,13 @@ async def test_the_snapshot_fills_dynamic_fields_and_keeps_hebrew(client: Client
     list_id = created.findtext("identifiers/identifier")
     await client("sms", f"<source>Shop</source><destinations><cl_id>{list_id}</cl_id>"
                         "</destinations><message>שלום [DYNAMIC_FIELD1], ההזמנה נשלחה</message>"
-                        "<add_dynamic>1</add_dynamic><timing>15/06/25 18:30</timing>")
+                        "<add_dynamic>1</add_dynamic><timing>15/06/25 18:30</timing>"
+                        "<add_unsubscribe>2</add_unsubscribe>")
     async with http:
         (campaign,) = (await http.get("/sandbox/api/state")).json()["campaigns"]
     assert (campaign["state"], campaign["send_at"]) == ("scheduled", "2025-06-15T18:30:00+03:00")
-    assert campaign["deliveries"][0]["text"] == "שלום דנה, ההזמנה נשלחה"
+    assert campaign["deliveries"][0]["text"] == "שלום דנה, ההזמנה נשלחה\nReply STOP to unsubscribe"
+    assert campaign["unsubscribe"] == "reply"
     assert campaign["deliveries"][0]["state"] == "scheduled"
 
 
