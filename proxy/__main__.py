@@ -22,6 +22,7 @@ SANDBOX_BANNER = """\
 SMS Leads REST proxy on the embedded sandbox: nothing leaves this machine.
   Demo account: username demo, API token demo-token, 1000 credits.
   API docs:     {base}/docs
+  Console:      {base}/sandbox (what the phones would see)
   API:          {base}/openapi.yaml
   Try:          curl -u demo:demo-token {base}{read}
 """

@@ -22,7 +22,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from proxy import docs, health, problems
 from proxy.auth import credentials, tenant
@@ -57,11 +57,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sandbox_transport() -> httpx.AsyncBaseTransport:
+def _sandbox(workers: int) -> tuple[httpx.AsyncBaseTransport, list[BaseRoute]]:
+    """The embedded sandbox: its XML API as the upstream's wire, and its console's routes
+    (/sandbox: what the phones would see), which exist in sandbox mode only."""
+    from proxy.sandbox import console_routes
     from proxy.sandbox import create_app as create_sandbox
     from proxy.sandbox.__main__ import from_environment
 
-    return httpx.ASGITransport(app=create_sandbox(from_environment()))
+    sandbox = from_environment()
+    return (httpx.ASGITransport(app=create_sandbox(sandbox)),
+            console_routes(sandbox, workers=workers))
 
 
 def _upstream_service(settings: Settings, table: Table, monitor: Monitor, url: str,
@@ -129,8 +134,9 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     spec = spec or packaged_spec
     held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
     url = settings.upstream_url
+    console: list[BaseRoute] = []
     if transport is None and settings.sandbox:
-        transport, url = _sandbox_transport(), SANDBOX_URL
+        (transport, console), url = _sandbox(settings.workers), SANDBOX_URL
     monitor = Monitor(lambda: clock().timestamp())
     readiness = health.Readiness(monitor, health.probe_envelope(table),
                                  settings.readiness_window, settings.readiness_timeout)
@@ -141,6 +147,7 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
         Route("/metrics", monitor.endpoint, methods=["GET"]),
         *docs.routes(),
         *problems.routes(table.statuses),
+        *console,
     ]
     app = Starlette(
         routes=routes,

@@ -11,7 +11,8 @@
     │   ├── PayloadTooLarge        413
     │   ├── UnsupportedMediaType   415
     │   ├── RequestInvalid         422  with `errors`: a JSON pointer and a detail per field
-    │   └── HeadersTooLarge        431  the request line and headers are too long (server.py)
+    │   ├── HeadersTooLarge        431  the request line and headers are too long (server.py)
+    │   └── SandboxConflict        409  a sandbox console action that its state refuses
     ├── ServerBusy                 503  every connection a worker may hold is busy (server.py)
     ├── IdempotencyError           about an Idempotency-Key; nothing was sent upstream
     │   ├── IdempotencyKeyInvalid  400  not 1-255 printable characters
@@ -32,7 +33,8 @@ idempotency.py stores final answers, frees the key when nothing happened and hol
 doubt otherwise (README, "Failure semantics").
 
 Foreign exceptions (httpx, lxml, json, redis) are translated to these in exactly one place
-each: upstream.py for the wire, app.py for the request body, idempotency.py for the key store.
+each: upstream.py for the wire, app.py for the request body, idempotency.py for the key store,
+sandbox/console.py for the sandbox's own control errors and the console's request bodies.
 """
 
 from __future__ import annotations
@@ -151,6 +153,13 @@ class RequestInvalid(ClientError):
             detail += f"; and {len(errors) - 5} more"
         super().__init__(detail, errors=[e.as_json() for e in errors[:MAX_FIELD_ERRORS]])
         self.errors = errors
+
+
+class SandboxConflict(ClientError):
+    """The sandbox console's control calls (proxy/sandbox/console.py): a delivery already
+    reported, a clock that is the system's, an account with nothing to reset to."""
+
+    status, slug, title = 409, "sandbox-conflict", "The sandbox cannot do that in its state"
 
 
 class ServerBusy(ProblemError):

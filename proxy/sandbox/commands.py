@@ -90,6 +90,7 @@ def _texts(parent: etree._Element, path: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Message:
+    source: str
     text: str
     tag: str | None
     dynamic: bool
@@ -115,7 +116,7 @@ def _message(call: Call, element: etree._Element, response: bool) -> _Message:
             raise Rejected(9)
         if _DIGITS.fullmatch(source) and national(source) not in call.account.verified:
             raise Rejected(515)  # NOTES.md: a numeric sender must be verified first
-    return _Message(text, _text(element, "tag"), _text(element, "add_dynamic") == "1",
+    return _Message(source, text, _text(element, "tag"), _text(element, "add_dynamic") == "1",
                     destinations)
 
 
@@ -179,7 +180,8 @@ def _deliveries(call: Call, message: _Message, options: _Options) -> tuple[int, 
         text = _compose(message, options, fields)
         if text not in costs:
             costs[text] = parts(text)
-        deliveries.append(Delivery(number, external_id, text, costs[text]))
+        deliveries.append(Delivery(number, external_id, text, costs[text],
+                                   sender=message.source))
     return len(targets), deliveries
 
 
