@@ -18,8 +18,10 @@ from proxy.convert import CONVERTER_FACTORIES, CONVERTERS
 from proxy.docs import load_spec
 from proxy.mapping import (
     ELEMENT_KEYS,
+    FEED_KEYS,
     FIELD_KEYS,
     OPERATION_KEYS,
+    PAGING_KEYS,
     TOP_KEYS,
     WINDOW_KEYS,
     load_table,
@@ -48,8 +50,8 @@ def _used(data: Any, found: dict[str, set[str]], kind: str) -> None:
         elif kind == "operation" and key == "response":
             for field in value.values():
                 _used(field, found, "field")
-        elif kind == "operation" and key == "window":
-            _used(value, found, "window")
+        elif kind == "operation" and key in ("window", "feed"):
+            _used(value, found, key)
         elif kind == "element" and key in ("children", "attributes"):
             for element in value.values():
                 _used(element, found, "element")
@@ -60,7 +62,7 @@ def _used(data: Any, found: dict[str, set[str]], kind: str) -> None:
 
 def test_every_word_of_the_language_is_documented_and_used_by_the_table():
     data = yaml.safe_load(MAPPING)
-    found: dict[str, set[str]] = {"top": set(data)}
+    found: dict[str, set[str]] = {"top": set(data), "paging": set(data["paging"])}
     for element in data["envelope"].values():
         _used(element, found, "element")
     for operation in data["operations"].values():
@@ -68,10 +70,10 @@ def test_every_word_of_the_language_is_documented_and_used_by_the_table():
     header = _header()
     for kind, words in (("top", TOP_KEYS), ("operation", OPERATION_KEYS),
                         ("element", ELEMENT_KEYS), ("field", FIELD_KEYS),
-                        ("window", WINDOW_KEYS)):
+                        ("window", WINDOW_KEYS), ("paging", PAGING_KEYS), ("feed", FEED_KEYS)):
         assert found[kind] == words, kind  # nothing accepted that the table never says
         for word in words:
-            prefix = "window." if kind == "window" else ""
+            prefix = f"{kind}." if kind in ("window", "paging", "feed") else ""
             assert re.search(rf"^#\s+{prefix}{word}[:,]", header, re.M), (kind, word)
 
 

@@ -2,9 +2,11 @@
 
     python -m proxy.sandbox --host 127.0.0.1 --port 9000 [--db FILE] [--quirks] [--seed N]
                             [--accounts FILE.json|yaml] [--dlr-delay S] [--failure-rate F]
+                            [--clock START [--tick S]]
 
 Each flag has an environment variable (SANDBOX_HOST, SANDBOX_PORT, SANDBOX_DB,
-SANDBOX_QUIRKS, SANDBOX_SEED, SANDBOX_ACCOUNTS, SANDBOX_DLR_DELAY, SANDBOX_FAILURE_RATE); a flag
+SANDBOX_QUIRKS, SANDBOX_SEED, SANDBOX_ACCOUNTS, SANDBOX_DLR_DELAY, SANDBOX_FAILURE_RATE,
+SANDBOX_CLOCK, SANDBOX_TICK); a flag
 wins over its variable. ``python -m proxy --sandbox`` builds its in-process sandbox from the
 same variables. An accounts file is a list of objects with the fields of
 :class:`~proxy.sandbox.accounts.Account`, e.g.
@@ -18,7 +20,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import uvicorn
@@ -26,6 +28,7 @@ import yaml
 
 from proxy.sandbox.accounts import DEMO_CREDITS, DEMO_TOKEN, DEMO_USERNAME, Account
 from proxy.sandbox.app import create_app
+from proxy.sandbox.clock import TickingClock
 from proxy.sandbox.simulator import Sandbox
 
 BANNER = """\
@@ -63,7 +66,22 @@ def parse_args(argv: Sequence[str] | None,
     parser.add_argument("--failure-rate", type=float,
                         default=float(env.get("SANDBOX_FAILURE_RATE", "0.1")),
                         help="share of destinations whose delivery fails (default 0.1)")
+    parser.add_argument("--clock", default=env.get("SANDBOX_CLOCK"),
+                        help="an RFC 3339 date-time: the sandbox's time starts there and moves "
+                             "only --tick seconds per exchange (deterministic dates)")
+    parser.add_argument("--tick", type=float, default=float(env.get("SANDBOX_TICK", "1")),
+                        help="seconds the --clock moves per exchange (default 1)")
     return parser.parse_args(argv)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"--clock {text!r} is not an RFC 3339 date-time with an offset")
+    return moment
 
 
 def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
@@ -84,8 +102,11 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
 
 def build(args: argparse.Namespace) -> Sandbox:
     accounts = load_accounts(args.accounts) if args.accounts else []
+    clock = None if not args.clock else TickingClock(_instant(args.clock),
+                                                      timedelta(seconds=args.tick))
     return Sandbox(seed=args.seed, quirks=args.quirks, accounts=accounts, db_path=args.db,
-                   dlr_delay=timedelta(seconds=args.dlr_delay), failure_rate=args.failure_rate)
+                   dlr_delay=timedelta(seconds=args.dlr_delay), failure_rate=args.failure_rate,
+                   clock=clock)
 
 
 def from_environment(env: Mapping[str, str] = os.environ) -> Sandbox:
