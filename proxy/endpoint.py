@@ -50,6 +50,7 @@ from proxy.validation import OperationValidator
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 INCOMPLETE_HEADER = "X-SMSLeads-Incomplete"  # a feed's minutes the upstream's cap cut
+MAX_LINK = 8000
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -216,8 +217,11 @@ def _page_response(feed: Feed, request: Request, page: feeds.Page, key: bytes,
         body["next_cursor"] = cursor
         name = _name(feed.paging.cursor)
         pairs = [(k, v) for k, v in request.query_params.multi_items() if k != name]
-        # RFC 8288 §3.2: a reference relative to the request's own URL.
-        headers["Link"] = f'<{request.url.path}?{urlencode([*pairs, (name, cursor)])}>; rel="next"'
+        # RFC 8288 §3.2: a reference relative to the request's own URL; none longer than
+        # servers must read (RFC 9110 §4.1: 8,000 octets), such as one naming 1,500 ids.
+        url = f"{request.url.path}?{urlencode([*pairs, (name, cursor)])}"
+        if len(url) <= MAX_LINK:
+            headers["Link"] = f'<{url}>; rel="next"'
     if page.cuts:
         body["incomplete"] = [{"minute": cut.minute, "reachable": cut.reachable}
                               for cut in page.cuts]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from proxy.sandbox.accounts import Account
 from proxy.sandbox.app import create_app
-from proxy.sandbox.clock import ISRAEL, Clock, FixedClock, SystemClock
+from proxy.sandbox.clock import ISRAEL, Clock, FixedClock, SystemClock, TickingClock
 from proxy.sandbox.simulator import Sandbox
 
-__all__ = ["ISRAEL", "Account", "Clock", "FixedClock", "Sandbox", "SystemClock", "create_app"]
+__all__ = ["ISRAEL", "Account", "Clock", "FixedClock", "Sandbox", "SystemClock", "TickingClock",
+           "create_app"]
