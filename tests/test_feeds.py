@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,7 +144,7 @@ def test_a_long_window_is_read_in_calls_of_at_most_max_days():
     assert [row["id"] for page in pages for row in page.rows] == ["d0", "d9", "d20"]
     starts = [(start, stop) for start, stop, _ in upstream.calls]
     assert starts[0][0] == START and starts[-1][1] == START + 30 * DAY
-    for (_, stop), (start, _) in zip(starts, starts[1:], strict=False):
+    for (_, stop), (start, _) in itertools.pairwise(starts):
         assert start == stop + 1  # contiguous, no minute twice or never
     assert all(stop - start <= 7 * DAY for start, stop in starts)
 
