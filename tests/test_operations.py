@@ -6,6 +6,7 @@ The answers below are the document's own (smsleads-xml-api.txt), quirks included
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -302,3 +303,19 @@ def test_adding_contacts_to_an_unknown_list_is_a_404():
         response = client.post("/v1/contact-lists/77/contacts",
                                json={"contacts": [{"phone": "0501234567"}]})
     assert response.status_code == 404
+
+
+def test_a_window_of_twenty_days_is_asked_a_week_at_a_time_until_now():
+    recorder = Recorder((DECL + "<incoming><status>0</status><transactions/></incoming>").encode())
+    with client_for(recorder) as client:
+        response = client.get("/v1/incoming-messages",
+                              params={"from": "2026-11-05T00:00:00+02:00"})
+    assert response.status_code == 200
+    assert response.json() == {"data": []}  # no more pages: no cursor, no Link
+    assert "link" not in response.headers
+    windows = [re.findall(r"<(?:from|to)>([^<]+)<", request.content.decode())
+               for request in recorder.requests]
+    # `to` includes its minute (docs/upstream-protocol.md#report-windows): the next call
+    # starts a minute later; the last ends now (NOW, 12:00 on the 25th).
+    assert windows == [["05/11/26 00:00", "12/11/26 00:00"], ["12/11/26 00:01", "19/11/26 00:01"],
+                       ["19/11/26 00:02", "25/11/26 12:00"]]
