@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import sandbox_process
-from tests.processes import Server, running
+from tests.processes import ROOT, Server, running
 
 START = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=21)
 TICK = 15  # seconds of the sandbox's clock per exchange
@@ -168,3 +169,18 @@ def test_past_365_days_is_still_a_422(sent):
     assert answer.status_code == 422
     assert answer.json()["errors"] == [
         {"pointer": "/query/from", "detail": "must be at most 365 days in the past"}]
+
+
+def test_the_readmes_paging_loop_prints_every_row_once(sent):
+    with client(sent, "demo") as demo:
+        send(demo, 5000, 250, "readme")
+    block = re.search(r"## Pages\n.*?```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block is not None
+    script = block.group(1).replace("http://127.0.0.1:8080", sent.base).replace(
+        "2026-11-01T00:00:00%2B02:00", _since(30).replace("+", "%2B")).replace(
+        "limit=500", "limit=100")
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    assert sorted(row["external_id"] for row in rows) == sorted(
+        f"readme-{n}" for n in range(5000, 5250))
