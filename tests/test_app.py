@@ -310,6 +310,25 @@ def test_the_spec_is_served_as_yaml_and_json():
     assert b"operationId: sendMessage" in as_yaml.content
 
 
+def test_the_served_window_examples_are_yesterday_and_work_whatever_the_date():
+    """The file's example window would be more than 365 days back a year on: served, it is
+    the day before the proxy started, so a client trying the examples gets an answer."""
+    later = NOW.replace(year=2031)
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    app = create_app(transport=httpx.MockTransport(recorder), clock=lambda: later)
+    with TestClient(app, headers={"Authorization": BASIC}) as client:
+        spec = client.get("/openapi.json").json()
+        as_yaml = client.get("/openapi.yaml").text
+        window = {name: spec["components"]["parameters"][name]["example"]
+                  for name in ("From", "To")}
+        answer = client.get("/v1/incoming-messages",
+                            params={"from": window["From"], "to": window["To"]})
+    assert window == {"From": "2031-11-24T00:00:00+00:00", "To": "2031-11-25T00:00:00+00:00"}
+    assert answer.status_code == 200, answer.text
+    assert "example: '2031-11-24T00:00:00+00:00'" in as_yaml
+    assert "# ── Problems" in as_yaml  # the file as written, comments and all
+
+
 @pytest.mark.parametrize("url, body", [
     ("/v1/balance", None),
     ("/v1/contact-lists", {"name": "x", "contacts": []}),
