@@ -10,7 +10,7 @@ Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from lxml import etree
@@ -164,8 +164,14 @@ async def _feed_page(op: Operation, feed: Feed, window: Window, validator: Opera
     else:
         position = _first(op, window, document, now)
     upstream: Upstream = request.app.state.upstream
+    # A walk slower than its window's start's last minute in the upstream's year reads on from
+    # the year's edge: older rows are no longer kept (docs/upstream-protocol.md#paging).
+    earliest = feeds.minute_of(now - timedelta(days=window.max_age_days)) + 1
 
     async def fetch(start: int, stop: int, batch: feeds.Batch) -> list[feeds.Row]:
+        if stop < earliest:
+            return []
+        start = max(start, earliest)
         asked = {**document, "query": dict(query)}
         put(asked, window.start, feeds.moment_of(start))
         put(asked, window.end, feeds.moment_of(stop))
