@@ -11,14 +11,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from proxy import feeds
+from proxy.app import create_app
 from proxy.errors import InvalidCursor
 from proxy.feeds import DAY, Batch, Page, Position, Row, read_page
 from proxy.mapping import Feed, Paging, Window
+from proxy.settings import Settings
+from tests.conftest import NOW, Recorder
 
 PAGING = Paging("/query/cursor", "/query/limit", 1000, 1000)
 FEED = Feed("/data", "/at", ("/id",), PAGING, batch="/query/ids")
@@ -222,3 +227,25 @@ def test_a_cursor_belongs_to_its_credentials_and_its_query():
     other = feeds.fingerprint("listDeliveryReports", {"from": "2026-11-02T00:00:00+02:00"})
     with pytest.raises(InvalidCursor, match="another query"):
         feeds.decode(cursor, KEY, other)
+
+
+def test_in_single_tenant_mode_a_cursor_belongs_to_the_api_key_that_got_it():
+    rows = "".join(f"<transaction><phone>5212345{n}</phone><date>24/11/26 10:00</date>"
+                   "</transaction>" for n in (10, 11))
+    recorder = Recorder(f"<blacklist><status>0</status><transactions>{rows}</transactions>"
+                        "</blacklist>".encode())
+    keys = ("first-key-0123456789", "second-key-0123456789")
+    held = Settings(username="acme", token="acme-token", api_keys=",".join(keys))
+    app = create_app(held, transport=httpx.MockTransport(recorder), clock=lambda: NOW)
+    query = {"from": "2026-11-24T00:00:00+02:00", "limit": 1}
+    with TestClient(app) as client:
+        def get(key: str, **extra: str) -> httpx.Response:
+            return client.get("/v1/blacklist", params={**query, **extra},
+                              headers={"Authorization": f"Bearer {key}"})
+
+        cursor = get(keys[0]).json()["next_cursor"]
+        mine, theirs = get(keys[0], cursor=cursor), get(keys[1], cursor=cursor)
+    assert mine.status_code == 200 and mine.json()["data"] == [
+        {"phone": "+972521234511", "added_at": "2026-11-24T10:00:00+02:00"}]
+    assert theirs.status_code == 400
+    assert theirs.json()["type"] == "/problems/invalid-cursor"
