@@ -69,8 +69,8 @@ def parse_args(argv: Sequence[str] | None,
     parser.add_argument("--clock", default=env.get("SANDBOX_CLOCK"),
                         help="an RFC 3339 date-time: the sandbox's time starts there and moves "
                              "only --tick seconds per exchange (deterministic dates)")
-    parser.add_argument("--tick", type=float, default=float(env.get("SANDBOX_TICK", "1")),
-                        help="seconds the --clock moves per exchange (default 1)")
+    parser.add_argument("--tick", type=float, default=float(env.get("SANDBOX_TICK", "0")),
+                        help="seconds the --clock moves per exchange (default 0: it stays)")
     return parser.parse_args(argv)
 
 

@@ -54,17 +54,16 @@ class FixedClock:
         return self._now
 
 
-class TickingClock:
-    """A deterministic clock that moves ``step`` on each reading: the sandbox reads it once an
+class TickingClock(FixedClock):
+    """A FixedClock that also moves ``step`` on each reading: the sandbox reads it once an
     exchange, so a run of the same requests always has the same dates, and sends made one
-    after another land on different minutes (``--clock`` and ``--tick``)."""
+    after another land on different minutes (``--clock`` with ``--tick``)."""
 
     def __init__(self, start: datetime, step: timedelta) -> None:
-        if start.tzinfo is None:
-            raise ValueError("TickingClock needs an aware datetime (tzinfo=...)")
         if step < timedelta(0):
             raise ValueError("a TickingClock only moves forward")
-        self._now, self.step = start.astimezone(UTC), step
+        super().__init__(start)
+        self.step = step
 
     def now(self) -> datetime:
         now = self._now
