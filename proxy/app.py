@@ -142,7 +142,8 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
                                  settings.readiness_window, settings.readiness_timeout)
     routes = [
         *operation_routes(table, validators, settings, clock),
-        *docs.spec_routes(spec),
+        *docs.spec_routes(spec, [(op.window.start, op.window.end) for op in table.operations
+                                 if op.window], clock()),
         *health.routes(readiness),
         Route("/metrics", monitor.endpoint, methods=["GET"]),
         *docs.routes(),

@@ -10,7 +10,8 @@ Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from datetime import datetime, timedelta
+from urllib.parse import quote, urlencode
 
 from lxml import etree
 from starlette.requests import Request
@@ -18,20 +19,38 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from proxy import feeds
 from proxy.auth import Authenticate, Credentials
 from proxy.body import parse_json, read_bounded
-from proxy.errors import PayloadTooLarge, UpstreamBadAnswer, UpstreamRefused
+from proxy.errors import (
+    FieldError,
+    PayloadTooLarge,
+    RequestInvalid,
+    UpstreamBadAnswer,
+    UpstreamRefused,
+)
 from proxy.idempotency import Ledger, Ticket, key_of
-from proxy.mapping import MappingError, Operation, Table
+from proxy.mapping import Feed, MappingError, Operation, Paging, Table, Window
 from proxy.observability import request_id
 from proxy.problems import ProblemResponse
 from proxy.settings import Settings
-from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
+from proxy.translate import (
+    MISSING,
+    Missing,
+    apply_window,
+    build_envelope,
+    names_not_found,
+    put,
+    read_answer,
+    resolve,
+)
 from proxy.types import JSON, Clock
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+INCOMPLETE_HEADER = "X-SMSLeads-Incomplete"  # a feed's minutes the upstream's cap cut
+MAX_LINK = 8000
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -60,6 +79,9 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
         if raw.strip():
             document["body"] = parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
+        if op.feed is not None and op.window is not None:  # the loader requires both
+            return await _feed_page(op, op.feed, op.window, validator, request, document,
+                                    creds, clock())
         if op.window is not None:
             apply_window(op.window, document, clock())
         envelope = build_envelope(op, document)
@@ -82,28 +104,131 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
     return endpoint
 
 
-async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
-                   envelope: etree._Element, document: dict[str, JSON],
-                   creds: Credentials, *, safe: bool) -> Response:
-    """The upstream call and its answer as the client's response."""
+async def _answer(op: Operation, validator: OperationValidator, upstream: Upstream,
+                  envelope: etree._Element, document: dict[str, JSON], creds: Credentials,
+                  *, safe: bool) -> dict[str, JSON] | None:
+    """The upstream call and its answer as JSON (None for a 204)."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
     missing = names_not_found(op, envelope, answer.root)
     if missing is not None:  # a success that says the URL's thing is not there
         refusal, said = missing
         raise UpstreamRefused(refusal, None, said)
     if op.success == 204:
-        return Response(status_code=204)
+        return None
     body = read_answer(op, answer.root, document)
     gaps = validator.answer.missing(body)
     if gaps:
         raise UpstreamBadAnswer(f"the upstream's answer lacks {', '.join(gaps)}",
                                 upstream_status=answer.status)
+    return body
+
+
+async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
+                   envelope: etree._Element, document: dict[str, JSON],
+                   creds: Credentials, *, safe: bool) -> Response:
+    """The upstream call and its answer as the client's response."""
+    body = await _answer(op, validator, upstream, envelope, document, creds, safe=safe)
+    if body is None:
+        return Response(status_code=204)
     headers = {}
     if op.location is not None:
         # The ids come from the upstream: percent-encoded, they cannot break the header.
         headers["Location"] = op.location.format_map(
             {name: quote(str(value), safe="") for name, value in body.items()})
     return JSONResponse(body, status_code=op.success, headers=headers)
+
+
+async def _feed_page(op: Operation, feed: Feed, window: Window, validator: OperationValidator,
+                     request: Request, document: dict[str, JSON], creds: Credentials,
+                     now: datetime) -> Response:
+    """One page of a feed (proxy/feeds.py): from the window's start, or from a cursor."""
+    paging = feed.paging
+    query = document["query"] if isinstance(document["query"], dict) else {}
+    names = {_name(paging.cursor), _name(paging.limit)}
+    made_for = feeds.fingerprint(op.operation_id, {k: v for k, v in query.items()
+                                                   if k not in names})
+    # With the account's token in the key, a single-tenant proxy's clients cannot forge one.
+    key = feeds.cursor_key(creds.username, f"{creds.token}\0{creds.principal}")
+    limit = _limit(paging, resolve(document, paging.limit))
+    cursor = resolve(document, paging.cursor)
+    if isinstance(cursor, str):
+        position: feeds.Position | None = feeds.decode(cursor, key, made_for)
+    else:
+        position = _first(op, window, document, now)
+    upstream: Upstream = request.app.state.upstream
+    # A walk slower than its window's start's last minute in the upstream's year reads on from
+    # the year's edge: older rows are no longer kept (docs/upstream-protocol.md#paging).
+    earliest = feeds.minute_of(now - timedelta(days=window.max_age_days)) + 1
+
+    async def fetch(start: int, stop: int, batch: feeds.Batch) -> list[feeds.Row]:
+        if stop < earliest:
+            return []
+        start = max(start, earliest)
+        asked = {**document, "query": dict(query)}
+        put(asked, window.start, feeds.moment_of(start))
+        put(asked, window.end, feeds.moment_of(stop))
+        if batch is not None and feed.batch is not None:
+            put(asked, feed.batch, list(batch))
+        body = await _answer(op, validator, upstream, build_envelope(op, asked), asked, creds,
+                             safe=True)
+        rows = resolve(body or {}, feed.rows)
+        return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+    page = feeds.Page([], None) if position is None else await feeds.read_page(
+        feed, window, position, limit, feeds.batches(feed, window, document), fetch)
+    return _page_response(feed, request, page, key, made_for)
+
+
+def _name(pointer: str) -> str:
+    return pointer.rpartition("/")[2]
+
+
+def _limit(paging: Paging, asked: JSON | Missing) -> int:
+    if asked is MISSING:
+        return paging.default_limit
+    if not isinstance(asked, int) or isinstance(asked, bool) or not (
+            1 <= asked <= paging.max_limit):
+        raise RequestInvalid([FieldError(paging.limit,
+                                         f"must be an integer from 1 to {paging.max_limit}")])
+    return asked
+
+
+def _first(op: Operation, window: Window, document: dict[str, JSON],
+           now: datetime) -> feeds.Position | None:
+    """A walk's first position: the window, its end no later than now (None: it is empty)."""
+    bounds = apply_window(window, document, now, splits=True)
+    build_envelope(op, document)  # a date the upstream cannot carry is a 422 naming it
+    if bounds is None:
+        return None
+    begin, finish = bounds
+    start, end = feeds.minute_of(begin), feeds.minute_of(min(finish, now))
+    return feeds.Position(end, start) if start <= end else None
+
+
+def _page_response(feed: Feed, request: Request, page: feeds.Page, key: bytes,
+                   made_for: bytes) -> Response:
+    body: dict[str, JSON] = {}
+    put(body, feed.rows, list(page.rows))
+    headers = {}
+    if page.next is not None:
+        cursor = feeds.encode(page.next, key, made_for)
+        body["next_cursor"] = cursor
+        name = _name(feed.paging.cursor)
+        pairs = [(k, v) for k, v in request.query_params.multi_items() if k != name]
+        # RFC 8288 §3.2: a reference relative to the request's own URL; none longer than
+        # servers must read (RFC 9110 §4.1: 8,000 octets), such as one naming 1,500 ids.
+        url = f"{request.url.path}?{urlencode([*pairs, (name, cursor)])}"
+        if len(url) <= MAX_LINK:
+            headers["Link"] = f'<{url}>; rel="next"'
+    if page.cuts:
+        body["incomplete"] = [{"minute": cut.minute, "reachable": cut.reachable}
+                              for cut in page.cuts]
+        # An RFC 8941 list of strings with a parameter.
+        headers[INCOMPLETE_HEADER] = ", ".join(f'"{cut.minute}";reachable={cut.reachable}'
+                                               for cut in page.cuts)
+    if page.overlap is not None:
+        body["overlap"] = {"minute": page.overlap[0], "rows": page.overlap[1]}
+    return JSONResponse(body, headers=headers)
 
 
 class OperationRoute(Route):

@@ -4,6 +4,7 @@
                                    -> application/problem+json, one handler in app.py
     ├── ClientError                the request is wrong; nothing was sent upstream
     │   ├── MalformedRequest       400  the body is not JSON (or not UTF-8)
+    │   ├── InvalidCursor          400  a cursor altered, or made for other credentials or query
     │   ├── Unauthorized           401  no usable credentials
     │   ├── RouteNotFound          404  no such resource
     │   ├── MethodNotAllowed       405
@@ -105,6 +106,11 @@ class ClientError(ProblemError):
 
 class MalformedRequest(ClientError):
     status, slug, title = 400, "malformed-request", "The request body is not valid JSON"
+
+
+class InvalidCursor(ClientError):
+    status, slug, title = 400, "invalid-cursor", (
+        "The cursor was not made for this query and these credentials")
 
 
 class Unauthorized(ClientError):

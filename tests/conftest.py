@@ -166,13 +166,14 @@ def redis_url(redis_server: str) -> str:
 
 
 @contextmanager
-def sandbox_process(accounts: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
-    """``python -m proxy.sandbox`` on a free port with extra accounts; its API URL."""
+def sandbox_process(accounts: list[dict[str, Any]], workdir: Path,
+                    *args: str) -> Iterator[str]:
+    """``python -m proxy.sandbox`` on a free port with extra accounts (and flags); its API URL."""
     port = free_port()
     file = workdir / "accounts.json"
     file.write_text(json.dumps(accounts))
     argv = [sys.executable, "-m", "proxy.sandbox", "--host", "127.0.0.1", "--port", str(port),
-            "--accounts", str(file), "--seed", "1", "--dlr-delay", "0"]
+            "--accounts", str(file), "--seed", "1", "--dlr-delay", "0", *args]
     with spawned(argv, "Uvicorn running on", cwd=ROOT):
         yield f"http://127.0.0.1:{port}/api"
 

@@ -227,10 +227,10 @@ def test_either_recipients_or_contact_lists_are_needed():
     assert "recipients" in problem["errors"][0]["detail"]
 
 
+# A window longer than 7 days is no error: it is read a week at a time (test_operations.py).
 @pytest.mark.parametrize("query, pointer", [
-    ({"from": "2026-11-10T00:00:00+02:00"}, "/query/to"),
-    ({"from": "2026-11-01T00:00:00+02:00", "to": "2026-11-20T00:00:00+02:00"}, "/query/to"),
     ({"from": "2026-11-20T00:00:00+02:00", "to": "2026-11-19T00:00:00+02:00"}, "/query/to"),
+    ({"from": "2026-11-26T00:00:00+02:00"}, "/query/to"),  # from after now, the default to
     ({"from": "2025-01-01T00:00:00+02:00", "to": "2025-01-02T00:00:00+02:00"}, "/query/from"),
     ({"from": "yesterday", "to": "2026-11-20T00:00:00+02:00"}, "/query/from"),
     ({"from": "2026-11-20T00:00:00+02:00", "to": "2026-11-21T00:00:00+02:00", "x": "1"}, "/query/x"),
@@ -325,6 +325,25 @@ def test_the_spec_is_served_as_yaml_and_json():
     assert as_json["openapi"].startswith("3.1")
     assert as_yaml.headers["content-type"].startswith("application/yaml")
     assert b"operationId: sendMessage" in as_yaml.content
+
+
+def test_the_served_window_examples_are_yesterday_and_work_whatever_the_date():
+    """The file's example window would be more than 365 days back a year on: served, it is
+    the day before the proxy started, so a client trying the examples gets an answer."""
+    later = NOW.replace(year=2031)
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    app = create_app(transport=httpx.MockTransport(recorder), clock=lambda: later)
+    with TestClient(app, headers={"Authorization": BASIC}) as client:
+        spec = client.get("/openapi.json").json()
+        as_yaml = client.get("/openapi.yaml").text
+        window = {name: spec["components"]["parameters"][name]["example"]
+                  for name in ("From", "To")}
+        answer = client.get("/v1/incoming-messages",
+                            params={"from": window["From"], "to": window["To"]})
+    assert window == {"From": "2031-11-24T00:00:00+00:00", "To": "2031-11-25T00:00:00+00:00"}
+    assert answer.status_code == 200, answer.text
+    assert "example: '2031-11-24T00:00:00+00:00'" in as_yaml
+    assert "# ── Problems" in as_yaml  # the file as written, comments and all
 
 
 @pytest.mark.parametrize("url, body", [

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from proxy.sandbox.accounts import Account
 from proxy.sandbox.app import create_app
-from proxy.sandbox.clock import ISRAEL, Clock, FixedClock, SystemClock
+from proxy.sandbox.clock import ISRAEL, Clock, FixedClock, SystemClock, TickingClock
 from proxy.sandbox.console import console_routes
 from proxy.sandbox.control import Conflict, ControlError, Invalid, NotFound
 from proxy.sandbox.simulator import Sandbox
 from proxy.sandbox.views import Panel
 
 __all__ = ["ISRAEL", "Account", "Clock", "Conflict", "ControlError", "FixedClock", "Invalid",
-           "NotFound", "Panel", "Sandbox", "SystemClock", "console_routes", "create_app"]
+           "NotFound", "Panel", "Sandbox", "SystemClock", "TickingClock", "console_routes",
+           "create_app"]

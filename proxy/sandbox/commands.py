@@ -49,7 +49,9 @@ class Reply:
 Handler = Callable[[Call], Reply]
 
 MAX_MESSAGE = 1005  # NOTES.md, Message length and cost
-MAX_DLRS = 1000     # 2.2.1: "The max limit of DLR's in each request is 1000"
+# 2.2.1: "The max limit of DLR's in each request is 1000"; the project assumes the same cap for
+# every report command, keeping the oldest (docs/upstream-protocol.md#report-size).
+MAX_ROWS = 1000
 MAX_WINDOW = timedelta(days=7)     # 2.2: "a range of 1 week up to 1 year back"
 MAX_AGE = timedelta(days=365)
 _SENDER = re.compile(r"[0-9A-Za-z ]{1,11}")  # 1.1, source; NOTES.md: "OSHI GEDERA"
@@ -272,7 +274,7 @@ def _dlr_rows(reports: list[Report]) -> etree._Element:
                 ("he_message", he_message), ("en_message", en_message),
                 ("date", format_time(report.at)), ("shipment_id", report.campaign_id)]
 
-    return rows("transactions", "transaction", (row(report) for report in reports[:MAX_DLRS]))
+    return rows("transactions", "transaction", (row(report) for report in reports[:MAX_ROWS]))
 
 
 def dlr(call: Call) -> Reply:
@@ -293,7 +295,7 @@ def dlr_by_date(call: Call) -> Reply:
 
 def incoming(call: Call) -> Reply:
     start, end = _window(call)
-    messages = call.state.incoming_between(call.account.username, start, end)
+    messages = call.state.incoming_between(call.account.username, start, end)[:MAX_ROWS]
     return Reply("", [rows("transactions", "transaction", (
         [("source", local(m.source)), ("destination", local(m.destination)),
          ("message", m.message), ("date", format_time(m.at))] for m in messages))])
@@ -301,7 +303,7 @@ def incoming(call: Call) -> Reply:
 
 def blacklist(call: Call) -> Reply:
     start, end = _window(call)
-    entries = call.state.blacklist_between(call.account.username, start, end)
+    entries = call.state.blacklist_between(call.account.username, start, end)[:MAX_ROWS]
     # 2.4.1 writes these numbers 5******** (no leading 0), unlike incoming's 05********.
     return Reply("", [rows("transactions", "transaction", (
         [("phone", number), ("date", format_time(at))] for number, at in entries))])
