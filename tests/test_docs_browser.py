@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
 from proxy.docs import load_spec
+from tests.browser import browsing
 from tests.processes import running
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 
@@ -63,35 +59,18 @@ def _try_balance(page: Page) -> tuple[str, str, str]:
 
 
 def test_docs_list_every_operation_and_try_it_out_calls_the_same_origin(tmp_path):
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: run tests/run (as root it installs it)")
-    problems: list[str] = []
-    requested: list[str] = []
-    with running(tmp_path, ["--sandbox"]) as server, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(15_000)
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("request", lambda request: requested.append(request.url))
-        try:
-            page.goto(server.base + "/docs")
-            page.locator(".opblock").first.wait_for()
-            assert _listed(page) == _spec_operations()
+    with running(tmp_path, ["--sandbox"]) as server, browsing(tmp_path, "docs") as watched:
+        page = watched.page
+        page.goto(server.base + "/docs")
+        page.locator(".opblock").first.wait_for()
+        assert _listed(page) == _spec_operations()
 
-            _authorize(page, "demo", "demo-token")
-            url, status, body = _try_balance(page)
-            assert url == server.base + "/v1/balance"
-            assert status == "200"
-            assert json.loads(body) == {"credits": 1000}
-            assert problems == []
-            assert all(url.startswith(server.base + "/") for url in requested), requested
-        except Exception as exc:
-            shot = tmp_path / "docs.png"
-            page.screenshot(path=str(shot), full_page=True)
-            raise AssertionError(f"{exc}\nscreenshot: {shot}\nbrowser console: {problems}") \
-                from exc
-        finally:
-            browser.close()
+        _authorize(page, "demo", "demo-token")
+        url, status, body = _try_balance(page)
+        assert url == server.base + "/v1/balance"
+        assert status == "200"
+        assert json.loads(body) == {"credits": 1000}
+        assert watched.problems == []
+        assert watched.only_from(server.base), watched.requested
     calls = [line for line in server.log_lines() if line.get("route") == "/v1/balance"]
     assert [(c["status"], c["upstream_command"]) for c in calls] == [(200, "balance")]
