@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import httpx
 import yaml
-from lxml import etree
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -33,6 +32,7 @@ from starlette.types import Scope
 from proxy import docs, health, logs, problems
 from proxy.auth import Authenticate, Credentials, credentials, tenant
 from proxy.breaker import Breaker
+from proxy.emit import Envelope, compile_envelope
 from proxy.errors import (
     MalformedRequest,
     MethodNotAllowed,
@@ -49,7 +49,7 @@ from proxy.mapping import MappingError, Operation, Table, load_table
 from proxy.metrics import forget_dead_workers
 from proxy.observability import REQUEST_ID_HEADER, Monitor, Observer, WatchedUpstream, request_id
 from proxy.settings import Settings
-from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
+from proxy.translate import apply_window, names_not_found, read_answer
 from proxy.transport import AiohttpTransport
 from proxy.types import JSON
 from proxy.upstream import Upstream
@@ -130,6 +130,7 @@ Clock = Callable[[], datetime]
 def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
               clock: Clock) -> Endpoint:
     changes_state = op.method not in SAFE_METHODS
+    build_envelope = compile_envelope(op)
 
     async def endpoint(request: Request) -> Response:
         authenticate: Authenticate = request.app.state.authenticate
@@ -146,7 +147,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
         validator.check(document, has_body="body" in document)
         if op.window is not None:
             apply_window(op.window, document, clock())
-        envelope = build_envelope(op, document)
+        envelope = build_envelope(document)
 
         async def perform() -> Response:
             return await _perform(op, validator, request.app.state.upstream, envelope,
@@ -169,11 +170,11 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
 
 
 async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
-                   envelope: etree._Element, document: dict[str, JSON],
+                   envelope: Envelope, document: dict[str, JSON],
                    creds: Credentials, *, safe: bool) -> Response:
     """The upstream call and its answer as the client's response."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
-    missing = names_not_found(op, envelope, answer.root)
+    missing = names_not_found(op, envelope.body, answer.root)
     if missing is not None:
         raise UpstreamRefused(NOT_FOUND, answer.status, missing)
     if op.success == 204:
