@@ -232,9 +232,10 @@ def _element(spec: Element) -> Write:
 
 
 def _key(spec: Element) -> str | None:
-    """The item's key a value is read from, when that is all there is to it (``from: /id``)."""
+    """The item's key a value is read from, when that is all there is to it (``from: /id``;
+    "" for the item itself)."""
     source = spec.source
-    if spec.value is not None or not source or source.count("/") != 1 or "~" in source:
+    if spec.value is not None or source is None or source.count("/") > 1 or "~" in source:
         return None
     return source[1:]
 
@@ -253,16 +254,17 @@ def _items(spec: Element) -> Fast | None:
     attribute = spec.attributes[0] if len(spec.attributes) == 1 else None
     other = _key(attribute) if attribute is not None else None
     if key is None or len(spec.attributes) > 1 or (attribute is not None and (
-            other is None or attribute.convert is not None or attribute.default is not None)):
+            not other or attribute.convert is not None or attribute.default is not None)):
         return None
-    text_of, name = operator.itemgetter(key), spec.name
+    text_of = operator.itemgetter(key) if key else None
+    name = spec.name
     to_xml = spec.convert.to_xml if spec.convert is not None else None
     opening = f'<{name} {attribute.name}="' if attribute is not None else f"<{name}"
     between, closing = f"</{name}>{opening}", f"</{name}>"
 
     def fast(out: list[str], items: list[Any]) -> bool:
         try:
-            texts = list(map(text_of, items))
+            texts = list(map(text_of, items)) if text_of is not None else items
             if to_xml is not None:
                 texts = list(map(to_xml, texts))
         except (LookupError, TypeError, ConversionError):
@@ -270,7 +272,7 @@ def _items(spec: Element) -> Fast | None:
         escaped = _escape_all(texts, TEXT) if set(map(type, texts)) <= {str} else None
         if not escaped:
             return escaped is not None  # no items: nothing to write
-        if other is None:
+        if not other:
             out.append(f"{opening}>" + f"{between}>".join(escaped) + closing)
             return True
         values = _values(items, other)
