@@ -483,7 +483,15 @@ def _checklist(title: str, targets: list[Target]) -> None:
 
 def _report_attacks(results: Results) -> None:
     if (h := results.hostile) is not None:
-        print(f"\n## Hostile body (issue 10)\n\n{json.dumps(h, indent=1)}")
+        answered = (f"answered HTTP {h['status']} in {h['answered_s']:.2f} s"
+                    if h["answered_s"] is not None else
+                    f"no answer within {h['bound_s']:g} s ({h['error'] or 'stopped'}"
+                    + (", the proxy stopped at the memory cap)" if h["memory_capped"] else ")"))
+        print(f"\n## Hostile body (issue 10)\n\n{h['body_bytes']:,} bytes (the body limit), "
+              f"{h['recipients']:,} invalid recipients in a bulk send, made-up Basic "
+              f"credentials: {answered}; meanwhile /healthz p99 {h['health_p99_ms']:.0f} ms "
+              f"(max {h['health_max_ms']:.0f} ms over {h['health_polls']} polls), the proxy's "
+              f"RSS +{h['rss_growth_mib']:.0f} MiB.")
     if (s := results.slow) is not None:
         alone, beside = s["alone"], s["beside"]
         with_them = (f"{beside.rps:.0f} req/s, p99 {beside.p99_ms:.1f} ms, {beside.errors} "
@@ -492,9 +500,10 @@ def _report_attacks(results: Results) -> None:
               f"balance c=32 on one proxy: alone {alone.rps:.0f} req/s (p99 "
               f"{alone.p99_ms:.1f} ms); beside {s['connections']} slow-header connections "
               f"({s['opened']} opened in {s['opened_in_s']:.1f} s, {s['refused']} refused): "
-              f"{with_them}.\nClosed by the proxy: {s['closed_by_proxy']} (first after "
-              f"{s['first_close_s']}, median {s['median_close_s']} s; answers "
-              f"{s['close_answers']}); still open at the end: {s['still_open']}.")
+              f"{with_them}.\nClosed by the proxy: {s['closed_by_proxy']}"
+              + (f" (first after {s['first_close_s']:.1f} s, median {s['median_close_s']:.1f} s;"
+                 f" answers {s['close_answers']})" if s["closed_by_proxy"] else "")
+              + f"; still open at the end: {s['still_open']}.")
 
 
 def report(results: Results) -> None:
@@ -503,8 +512,9 @@ def report(results: Results) -> None:
         print(f"\nThe raw upstream alone: {results.upstream_rps:.0f} req/s (balance, c=32).")
     if any(len(row.runs) > 1 for row in results.rows):
         print("\nEach row is the repeat with the median proxy/floor ratio; ranges in brackets.")
-    print("\n## The proxy against the floor (both in front of the raw upstream)\n")
-    print(floor_table(results))
+    if any("floor" in row.median for row in results.rows):
+        print("\n## The proxy against the floor (both in front of the raw upstream)\n")
+        print(floor_table(results))
     if any("direct" in row.median for row in results.rows):
         print("\n## The proxy against direct calls to the sandbox\n")
         print(direct_table(results))
