@@ -114,12 +114,13 @@ class Floor:
             return root
         data = []
         for row in root.iterfind("transactions/transaction"):
-            status, date = _text(row, "status") or "", _text(row, "date")
-            data.append({"external_id": _text(row, "external_id"),
-                         "campaign_id": _text(row, "shipment_id"),
+            fields = {child.tag: (child.text or "").strip() or None for child in row}
+            status, date = fields.get("status") or "", fields.get("date")
+            data.append({"external_id": fields.get("external_id"),
+                         "campaign_id": fields.get("shipment_id"),
                          "state": STATES.get(status, "unknown"), "status_code": int(status),
-                         "description": _text(row, "en_message"),
-                         "description_he": _text(row, "he_message"),
+                         "description": fields.get("en_message"),
+                         "description_he": fields.get("he_message"),
                          "reported_at": _iso(date) if date else None})
         return JSONResponse({"data": data})
 

@@ -35,9 +35,6 @@ from proxy.types import JSON
 DECLARATION = "<?xml version='1.0' encoding='UTF-8'?>\n"
 ILLEGAL = "contains characters that XML cannot carry"  # as translate._Builder.put says it
 
-# XML 1.0 §2.2 Char: what lxml refuses to store is everything outside it (NUL and the other
-# C0 controls but tab, newline and carriage return; lone surrogates; U+FFFE and U+FFFF).
-_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +45,8 @@ class Place:
     table: dict[int, str]
 
 
+# XML 1.0 §2.2 Char: what lxml refuses to store is everything outside it (NUL and the other
+# C0 controls but tab, newline and carriage return; lone surrogates; U+FFFE and U+FFFF).
 _CARRIED = ((0x9, 0xA), (0xD, 0xD), (0x20, 0xD7FF), (0xE000, 0xFFFD), (0x10000, 0x10FFFF))
 
 
@@ -64,6 +63,7 @@ def _place(escaped: dict[str, str]) -> Place:
     return Place(re.compile(f"[^{''.join(ranges)}]").search, str.maketrans(escaped))
 
 
+_ILLEGAL = _place({}).plain  # finds what XML cannot carry at all
 TEXT = _place({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 ATTRIBUTE = _place({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;",
                     "\n": "&#10;", "\t": "&#9;"})
@@ -73,7 +73,7 @@ def escape(value: str, place: Place) -> str | None:
     """``value`` as libxml2 writes it in ``place``; None when XML cannot carry it."""
     if place.plain(value) is None:
         return value
-    if _ILLEGAL.search(value):
+    if _ILLEGAL(value) is not None:
         return None
     return value.translate(place.table)
 
