@@ -42,7 +42,7 @@ def hostile_body(limit: int) -> bytes:
     item = b'{"phone":"x"}'
     message = json.dumps({"sender": "BenchTest", "text": "Bench", "recipients": []})
     opening, closing = message[:-2].encode(), message[-2:].encode()
-    room, messages = limit - len(head) - len(tail), []
+    room, messages = limit - len(head) - len(tail), list[bytes]()
     while room > len(opening) + len(closing) + len(item) and len(messages) < per_bulk:
         room -= len(opening) + len(closing) + (1 if messages else 0)
         count = min(per_message, (room + 1) // (len(item) + 1))

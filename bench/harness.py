@@ -240,7 +240,8 @@ def measure(op: Operation, ops: list[Operation], side: Side, concurrency: int,
         request = request_of(op, side)
         check(target, request, op.rows)
         wrk(target, request, concurrency, args.warmup)
-        load = wrk(target, request, concurrency, args.duration)
+        upstream = servers[0] if len(servers) > 1 else None
+        load = wrk(target, request, concurrency, args.duration, upstream)
         found = None
         if profile:
             running = start_wrk(target, request, concurrency, args.duration)
@@ -353,8 +354,8 @@ def _us(load: Load) -> str:
 
 def floor_table(results: Results) -> str:
     lines = ["| operation | c | floor req/s | proxy req/s | proxy/floor | floor p50 | proxy p50 "
-             "| added p50 | floor p99 | proxy p99 | floor CPU/req | proxy CPU/req |",
-             "|" + " --- |" * 12]
+             "| added p50 | floor p99 | proxy p99 | floor CPU/req | proxy CPU/req | by CPU |",
+             "|" + " --- |" * 13]
     for row in results.rows:
         run = row.median
         floor, proxy = run.get("floor"), run.get("proxy")
@@ -367,9 +368,19 @@ def floor_table(results: Results) -> str:
             f"{proxy.rps:.0f}{row.rps_range('proxy')} | "
             f"**{proxy.rps / floor.rps:.2f}**{row.spread('proxy', 'floor')} | "
             f"{_ms(floor.p50_ms)} | {_ms(proxy.p50_ms)} | {added} | {_ms(floor.p99_ms)} | "
-            f"{_ms(proxy.p99_ms)} | {_us(floor)} | {_us(proxy)} |"
+            f"{_ms(proxy.p99_ms)} | {_us(floor)} | {_us(proxy)} | {_by_cpu(floor, proxy)} |"
             + (f" {errors} errors!" if errors else ""))
+    upstream = [load.upstream_cpu_us for row in results.rows for load in row.median.values()
+                if load.upstream_cpu_us is not None and load.cpu_us]
+    if upstream:
+        lines.append(f"\nThe raw upstream's CPU per request meanwhile: {min(upstream):.0f}-"
+                     f"{max(upstream):.0f} µs. \"by CPU\": floor CPU/req ÷ proxy CPU/req, the "
+                     "ratio the machine's other load disturbs least.")
     return "\n".join(lines)
+
+
+def _by_cpu(floor: Load, proxy: Load) -> str:
+    return f"{floor.cpu_us / proxy.cpu_us:.2f}" if floor.cpu_us and proxy.cpu_us else "—"
 
 
 def direct_table(results: Results) -> str:
@@ -398,7 +409,9 @@ def _floor_targets(results: Results) -> list[Target]:
     proxy, floor = (results.load("balance", 32, side) for side in ("proxy", "floor"))
     if proxy and floor:
         ratio = proxy.rps / floor.rps
-        found.append(("balance, c=32: proxy >= 0.70x the floor", f"{ratio:.2f}x", ratio >= 0.70))
+        found.append(("balance, c=32: proxy >= 0.70x the floor",
+                      f"{ratio:.2f}x (by CPU per request {_by_cpu(floor, proxy)}x)",
+                      ratio >= 0.70))
     for op in ("balance", "send_1"):
         proxy, floor = (results.load(op, 1, side) for side in ("proxy", "floor"))
         if proxy and floor:
@@ -410,7 +423,8 @@ def _floor_targets(results: Results) -> list[Target]:
     if proxy and floor:
         ratio = proxy.rps / floor.rps
         found.append(("keyed send to 1, c=32: >= 0.50x the floor's unkeyed send",
-                      f"{ratio:.2f}x", ratio >= 0.50))
+                      f"{ratio:.2f}x (by CPU per request {_by_cpu(floor, proxy)}x)",
+                      ratio >= 0.50))
     for op in ("balance", "send_1"):
         proxy, floor = (results.load(op, 32, side) for side in ("proxy", "floor"))
         if proxy and floor:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from bench.servers import CACHE, PYTHON
 
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 _SITE = re.compile(r"(?:site|dist)-packages/([^/]+)")
-_STDLIB = re.compile(r"/python3\.\d+/(.+?)(?:/__init__)?\.py$")
-_PROJECT = re.compile(r"/(proxy|bench)/(.+?)\.py$")
+_STDLIB = re.compile(r"/python3\.\d+/(.+?)(?:/__init__)?\.py$|^<frozen (\w+)")
+_PROJECT = re.compile(r"(?:^|/)(proxy|bench)/(.+?)\.py$")
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ class Profile:
 
 def module_of(file: str) -> str:
     """proxy.logs, starlette, stdlib json, … for a frame's file."""
-    if found := _PROJECT.search(file):
-        return f"{found[1]}.{found[2].replace('/', '.')}"
     if found := _SITE.search(file):
         return found[1].removesuffix(".py")
+    if found := _PROJECT.search(file):
+        return f"{found[1]}.{found[2].replace('/', '.')}"
     if found := _STDLIB.search(file):
-        return "stdlib " + found[1].replace("/", ".")
+        return "stdlib " + (found[1] or found[2]).replace("/", ".")
     return file or "?"
 
 
@@ -69,7 +70,7 @@ def summarise(name: str, path: Path) -> Profile:
         frames = [_frame(raw) for raw in stack.split(";")]
         for function, file in {(f, re.sub(r":\d+$", "", p)) for f, p in frames}:
             if "runpy" not in file and function != "<module>":
-                functions[f"{function} ({file})"] += samples
+                functions[f"{function} ({module_of(file)})"] += samples
         modules[module_of(frames[-1][1])] += samples
         for module in {module_of(file) for _, file in frames}:
             if module.startswith(("proxy.", "bench.")) and not module.endswith("__main__"):
@@ -81,6 +82,7 @@ def record(pid: int, name: str, seconds: float) -> Profile:
     """Samples of a running process for ``seconds`` (250 a second)."""
     out = CACHE / f"profile-{name}.txt"
     subprocess.run([str(Path(PYTHON).parent / "py-spy"), "record", "-p", str(pid),
+                    "--full-filenames",
                     "-d", str(max(1, int(seconds))), "-r", "250", "-f", "raw", "-o", str(out)],
                    check=True, capture_output=True)
     return summarise(name, out)
@@ -103,3 +105,14 @@ def report(profile: Profile, cpu_us: float | None, top: int = 25) -> str:
     parts.append("\nBy function, inclusive:\n\n" + head.format("function") + "\n" + "\n".join(
         row(function, count) for function, count in profile.functions.most_common(top)))
     return "\n".join(parts)
+
+
+def main() -> None:
+    """``python -m bench.profiles FILE [µs per request]``: a raw py-spy file summed."""
+    path = Path(sys.argv[1])
+    cpu_us = float(sys.argv[2]) if len(sys.argv) > 2 else None
+    print(report(summarise(path.stem, path), cpu_us))
+
+
+if __name__ == "__main__":
+    main()

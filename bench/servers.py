@@ -7,6 +7,7 @@ block that started it ends.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -129,6 +130,7 @@ class Load:
     requests: int
     errors: int
     cpu_us: float | None = None  # the server's CPU per request, where measured
+    upstream_cpu_us: float | None = None  # its upstream's, where measured
 
 
 def _environment(request: Request) -> dict[str, str]:
@@ -161,14 +163,18 @@ def finish_wrk(process: subprocess.Popen[str], what: str) -> Load:
                 data["p99_us"] / 1000, data["requests"], data["errors"] + data["unexpected"])
 
 
-def wrk(server: Server, request: Request, concurrency: int, seconds: float) -> Load:
-    """wrk for ``seconds``, with the server's CPU per request (one process: no workers)."""
-    before = cpu_seconds(server.pid)
+def wrk(server: Server, request: Request, concurrency: int, seconds: float,
+        upstream: Server | None = None) -> Load:
+    """wrk for ``seconds``, with the server's CPU per request (one process: no workers) and
+    its upstream's. CPU per request is what the machine's other load disturbs least."""
+    watched = [server] if upstream is None else [server, upstream]
+    before = [cpu_seconds(each.pid) for each in watched]
     load = finish_wrk(start_wrk(server, request, concurrency, seconds),
                       f"{request.name} on {server.name} c={concurrency}")
-    used = cpu_seconds(server.pid) - before
-    cpu_us = 1e6 * used / load.requests if load.requests else None
-    return Load(load.rps, load.p50_ms, load.p99_ms, load.requests, load.errors, cpu_us)
+    used = [1e6 * (cpu_seconds(each.pid) - then) / max(1, load.requests)
+            for each, then in zip(watched, before, strict=True)]
+    return dataclasses.replace(load, cpu_us=used[0],
+                               upstream_cpu_us=used[1] if len(used) > 1 else None)
 
 
 # ── The stacks measured ──────────────────────────────────────────────────────────────────────
