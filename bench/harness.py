@@ -370,8 +370,8 @@ def floor_table(results: Results) -> str:
             f"{_ms(floor.p50_ms)} | {_ms(proxy.p50_ms)} | {added} | {_ms(floor.p99_ms)} | "
             f"{_ms(proxy.p99_ms)} | {_us(floor)} | {_us(proxy)} | {_by_cpu(floor, proxy)} |"
             + (f" {errors} errors!" if errors else ""))
-    upstream = [load.upstream_cpu_us for row in results.rows for load in row.median.values()
-                if load.upstream_cpu_us is not None and load.cpu_us]
+    upstream = [load.upstream_cpu_us for row in results.rows for side, load in row.median.items()
+                if side in ("floor", "proxy") and load.upstream_cpu_us is not None]
     if upstream:
         lines.append(f"\nThe raw upstream's CPU per request meanwhile: {min(upstream):.0f}-"
                      f"{max(upstream):.0f} µs. \"by CPU\": floor CPU/req ÷ proxy CPU/req, the "
