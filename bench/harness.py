@@ -206,6 +206,12 @@ class Row:
         found = sorted(r for run in self.runs if (r := self.ratio(run, over, under)) is not None)
         return f" ({found[0]:.2f}-{found[-1]:.2f})" if len(found) > 1 else ""
 
+    def cpu_spread(self) -> str:
+        found = sorted(run["floor"].cpu_us / run["proxy"].cpu_us for run in self.runs
+                       if run.get("floor") and run.get("proxy") and run["floor"].cpu_us
+                       and run["proxy"].cpu_us)
+        return f" ({found[0]:.2f}-{found[-1]:.2f})" if len(found) > 1 else ""
+
     def rps_range(self, side: str) -> str:
         found = sorted(run[side].rps for run in self.runs if side in run)
         return f" ({found[0]:.0f}-{found[-1]:.0f})" if len(found) > 1 else ""
@@ -368,7 +374,8 @@ def floor_table(results: Results) -> str:
             f"{proxy.rps:.0f}{row.rps_range('proxy')} | "
             f"**{proxy.rps / floor.rps:.2f}**{row.spread('proxy', 'floor')} | "
             f"{_ms(floor.p50_ms)} | {_ms(proxy.p50_ms)} | {added} | {_ms(floor.p99_ms)} | "
-            f"{_ms(proxy.p99_ms)} | {_us(floor)} | {_us(proxy)} | {_by_cpu(floor, proxy)} |"
+            f"{_ms(proxy.p99_ms)} | {_us(floor)} | {_us(proxy)} | "
+            f"{_by_cpu(floor, proxy)}{row.cpu_spread()} |"
             + (f" {errors} errors!" if errors else ""))
     upstream = [load.upstream_cpu_us for row in results.rows for side, load in row.median.items()
                 if side in ("floor", "proxy") and load.upstream_cpu_us is not None]
