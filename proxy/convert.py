@@ -117,7 +117,8 @@ def _parsed_national_number(value: str, raw: str, digits: str, pattern: re.Patte
 
 
 # The form nearly every send's recipients take, in one match: +972, 972, 0 or nothing, then
-# a mobile number. The same answer as _national_number's, in a third of its time (bench/).
+# a mobile number. The same answer as _national_number's, in a third of its time
+# (bench/RESULTS.md).
 _PLAIN_MOBILE = re.compile(r"(?:\+?972|0)?(5[0-9]{8})")
 
 
