@@ -1,7 +1,7 @@
 """The benchmark: the proxy against the floor of its stack, and against direct calls.
 
-    bench/run                            # everything, about 13 minutes on two cores
-    bench/run --quick                    # the same, 3 s a cell: about 5 minutes
+    bench/run                            # everything, about 11 minutes on two cores
+    bench/run --quick                    # the same, 3 s a cell: about 4 minutes
     bench/run --only balance --skip direct workers rss hostile slow micro   # about 1 minute
     bench/run --only balance --profile   # also where the proxy's and the floor's CPU goes
     bench/run --proxy-args="--log-level warning"   # a variant of the proxy
@@ -569,7 +569,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before each")
     parser.add_argument("--quick", action="store_true",
-                        help="3 s runs, 1 s warm-up, 20 s of RSS, 10 s bounds: about 5 minutes")
+                        help="3 s runs, 1 s warm-up, 20 s of RSS, 10 s bounds: about 4 minutes")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each cell, fresh processes each; the table shows the one "
                              "with the median proxy/floor ratio, and the ranges")
@@ -620,8 +620,8 @@ def main() -> None:
             load_settings(list(args.proxy_args)).max_body_bytes, args.hostile_seconds,
             args.proxy_args))),
         ("slow", lambda: setattr(results, "slow", attacks.slow_headers(
-            request_of(ops[0], PROXY), args.slow_connections, args.duration, args.warmup,
-            args.proxy_args))),
+            request_of(ops[0], PROXY), args.slow_connections, max(args.duration, 10),
+            args.warmup, args.proxy_args))),
         ("micro", lambda: micro(results)),
     ]
     for name, step in steps:
