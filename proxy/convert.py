@@ -122,7 +122,16 @@ def _parsed_national_number(value: str, raw: str, digits: str, pattern: re.Patte
     return national
 
 
+# The form nearly every send's recipients take, in one match: +972, 972, 0 or nothing, then
+# a mobile number. The same answer as _national_number's, in a third of its time
+# (bench/RESULTS.md).
+_PLAIN_MOBILE = re.compile(r"(?:\+?972|0)?(5[0-9]{8})")
+
+
 def mobile_to_xml(value: JSON) -> str:
+    plain = _PLAIN_MOBILE.fullmatch(value) if type(value) is str else None
+    if plain is not None:
+        return "0" + plain[1]
     return "0" + _national_number(value, _MOBILE, "mobile")
 
 

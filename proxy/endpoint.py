@@ -22,6 +22,7 @@ from starlette.types import Scope
 from proxy import feeds
 from proxy.auth import Authenticate, Credentials
 from proxy.body import parse_json, read_bounded
+from proxy.emit import Envelope, compile_envelope
 from proxy.errors import (
     FieldError,
     PayloadTooLarge,
@@ -65,6 +66,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
               clock: Clock) -> Endpoint:
     changes_state = op.method not in SAFE_METHODS
+    write_envelope = compile_envelope(op)  # the envelope as text (proxy/emit.py)
 
     async def endpoint(request: Request) -> Response:
         authenticate: Authenticate = request.app.state.authenticate
@@ -84,7 +86,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
                                     creds, clock())
         if op.window is not None:
             apply_window(op.window, document, clock())
-        envelope = build_envelope(op, document)
+        envelope = write_envelope(document)
 
         async def perform() -> Response:
             return await _perform(op, validator, request.app.state.upstream, envelope,
@@ -105,11 +107,13 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
 
 
 async def _answer(op: Operation, validator: OperationValidator, upstream: Upstream,
-                  envelope: etree._Element, document: dict[str, JSON], creds: Credentials,
+                  envelope: Envelope | etree._Element, document: dict[str, JSON],
+                  creds: Credentials,
                   *, safe: bool) -> dict[str, JSON] | None:
     """The upstream call and its answer as JSON (None for a 204)."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
-    missing = names_not_found(op, envelope, answer.root)
+    missing = names_not_found(
+        op, envelope.body if isinstance(envelope, Envelope) else envelope, answer.root)
     if missing is not None:  # a success that says the URL's thing is not there
         refusal, said = missing
         raise UpstreamRefused(refusal, None, said)
@@ -124,7 +128,7 @@ async def _answer(op: Operation, validator: OperationValidator, upstream: Upstre
 
 
 async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
-                   envelope: etree._Element, document: dict[str, JSON],
+                   envelope: Envelope, document: dict[str, JSON],
                    creds: Credentials, *, safe: bool) -> Response:
     """The upstream call and its answer as the client's response."""
     body = await _answer(op, validator, upstream, envelope, document, creds, safe=safe)

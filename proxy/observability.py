@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from proxy.emit import Envelope
 from proxy.errors import UpstreamError
 from proxy.logs import REQUEST_LOGGER
 from proxy.metrics import CONTENT_TYPE, Metrics
@@ -141,7 +142,8 @@ class WatchedUpstream(Upstream):
         super().__init__(*args, **kwargs)
         self.monitor = monitor
 
-    async def call(self, envelope: etree._Element, *args: Any, **kwargs: Any) -> Answer:
+    async def call(self, envelope: Envelope | etree._Element, *args: Any,
+                   **kwargs: Any) -> Answer:
         with self.monitor.upstream_call(str(envelope.tag)) as outcome:
             answer = await super().call(envelope, *args, **kwargs)
             outcome.append(str(answer.status))

@@ -277,15 +277,21 @@ def read_answer(op: Operation, root: etree._Element, document: JSON) -> dict[str
     return _Reader(document).fields(op.response, root)
 
 
-def names_not_found(op: Operation, envelope: etree._Element, root: etree._Element
+def names_not_found(op: Operation, envelope: etree._Element | bytes, root: etree._Element
                     ) -> tuple[Refusal, str] | None:
     """The upstream error that says what the URL asked for does not exist, with the refusal
-    statuses.yaml gives it, if the table has such a rule and the answer such an error."""
+    statuses.yaml gives it, if the table has such a rule and the answer such an error. The
+    envelope as sent (proxy/emit.py) is read back into a tree only then."""
     rule = op.not_found
     if rule is None:
         return None
+    errors = root.findall(rule.errors)
+    if not errors:
+        return None
+    if isinstance(envelope, bytes):
+        envelope = etree.fromstring(envelope)
     patterns = [(_said(template, envelope), refusal) for template, refusal in rule.says]
-    for error in root.findall(rule.errors):
+    for error in errors:
         text = _node_text(error) or ""
         for pattern, refusal in patterns:
             if pattern.search(text):

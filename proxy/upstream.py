@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from proxy.body import read_bounded
 from proxy.breaker import Breaker
+from proxy.emit import Envelope
 from proxy.errors import (
     Outcome,
     UpstreamBadAnswer,
@@ -150,12 +151,14 @@ class Upstream:
         self.deadline, self.breaker = deadline, breaker or Breaker()
         self.read_retries, self.sleep = read_retries, sleep
 
-    async def call(self, envelope: etree._Element, token: str | None, *, safe: bool = False,
-                   timeout: float | None = None) -> Answer:
-        """Send one command. ``safe`` (a read) may be retried when no connection was made;
-        ``token`` None sends no credentials (the readiness probe, health.py); ``timeout``
-        replaces the configured timeouts and the deadline for this call."""
-        body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+    async def call(self, envelope: Envelope | etree._Element, token: str | None, *,
+                   safe: bool = False, timeout: float | None = None) -> Answer:
+        """Send one command, written (proxy/emit.py) or as a tree. ``safe`` (a read) may be
+        retried when no connection was made; ``token`` None sends no credentials (the
+        readiness probe, health.py); ``timeout`` replaces the configured timeouts and the
+        deadline for this call."""
+        body = (envelope.body if isinstance(envelope, Envelope)
+                else etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
         headers = {"Content-Type": "application/xml; charset=utf-8"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"

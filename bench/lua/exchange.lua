@@ -1,7 +1,8 @@
--- One request, over and over: the harness (bench/harness.py) names it in the environment.
+-- One request, over and over: the harness (bench/servers.py) names it in the environment.
 --   BENCH_METHOD, BENCH_BODY_FILE (may be empty: no body), BENCH_HEADERS ("Name: value" lines)
 --   BENCH_EXPECT   a plain substring every answer must contain (XML answers are HTTP 200
 --                  even when they refuse, so the status code alone proves nothing)
+--   BENCH_KEY      non-empty: every request carries an Idempotency-Key of its own
 -- done() prints one line, "BENCH {json}", that the harness reads.
 
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
@@ -21,9 +22,21 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_id", #threads)
 end
 
 bad = 0
+
+if (os.getenv("BENCH_KEY") or "") ~= "" then
+  -- Unique across threads and runs: the start time, the thread, a counter.
+  local run = tostring(os.time())
+  local sent = 0
+  function request()
+    sent = sent + 1
+    wrk.headers["Idempotency-Key"] = string.format("bench-%s-%d-%d", run, thread_id, sent)
+    return wrk.format()
+  end
+end
 
 function response(status, headers, body)
   if status >= 300 or not body:find(expect, 1, true) then
