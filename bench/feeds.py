@@ -21,14 +21,11 @@ import sys
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 from lxml import etree
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import CACHE, free_port, serve  # bench/ is not a package
-
+from bench.servers import CACHE, started, wait_ready
 from proxy.mapping import load_table
 from proxy.translate import build_envelope
 
@@ -95,15 +92,16 @@ def run(reports: int, limits: list[int]) -> list[dict[str, float]]:
     accounts = CACHE / "feeds-accounts.json"
     CACHE.mkdir(parents=True, exist_ok=True)
     accounts.write_text(json.dumps([{"username": USERNAME, "token": TOKEN, "credits": 10**9}]))
-    sandbox_port, proxy_port = free_port(), free_port()
     with ExitStack() as stack:
-        stack.enter_context(serve("feeds-sandbox", [
-            "-m", "proxy.sandbox", "--port", str(sandbox_port), "--accounts", str(accounts),
-            "--dlr-delay", "0", "--clock", start.isoformat(), "--tick", str(TICK)],
-            sandbox_port))
-        stack.enter_context(serve("feeds-proxy", [
-            "-m", "proxy", "--port", str(proxy_port), "--log-level", "warning",
-            "--upstream-url", f"http://127.0.0.1:{sandbox_port}/api"], proxy_port))
+        sandbox = stack.enter_context(started("feeds-sandbox", [
+            "-m", "proxy.sandbox", "--port", "{port}", "--accounts", str(accounts),
+            "--dlr-delay", "0", "--clock", start.isoformat(), "--tick", str(TICK)]))
+        wait_ready(sandbox)
+        proxy = stack.enter_context(started("feeds-proxy", [
+            "-m", "proxy", "--port", "{port}", "--log-level", "warning",
+            "--upstream-url", f"{sandbox.url}/api"]))
+        wait_ready(proxy)
+        sandbox_port, proxy_port = sandbox.port, proxy.port
         fill(sandbox_port, reports)
         with httpx.Client(base_url=f"http://127.0.0.1:{proxy_port}", timeout=120,
                           auth=(USERNAME, TOKEN)) as client:

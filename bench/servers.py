@@ -2,7 +2,8 @@
 
 Every server is a fresh ``python -m …`` process in its own session, up when its /healthz
 answers, stopped by its process id (its group, for the workers uvicorn forks) however the
-block that started it ends.
+block that started it ends: started, waited for and stopped as the tests' are
+(tests/processes.py).
 """
 
 from __future__ import annotations
@@ -11,30 +12,20 @@ import dataclasses
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.processes import free_port, spawn, stop_group, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
 LUA = ROOT / "bench" / "lua" / "exchange.lua"
 PYTHON = sys.executable
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -58,11 +49,8 @@ def started(name: str, args: list[str], grace: float = 15) -> Iterator[Server]:
     waited for (:func:`wait_ready`), stopped after the block."""
     CACHE.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    with (CACHE / f"{name}.log").open("wb") as log:
-        process = subprocess.Popen([PYTHON, *(arg.format(port=port) for arg in args)],
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   start_new_session=True)
-    server = Server(name, port, process)
+    argv = [PYTHON, *(arg.format(port=port) for arg in args)]
+    server = Server(name, port, spawn(argv, CACHE / f"{name}.log", stdout=True))
     try:
         yield server
     finally:
@@ -70,28 +58,12 @@ def started(name: str, args: list[str], grace: float = 15) -> Iterator[Server]:
 
 
 def wait_ready(server: Server, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited; see {CACHE / server.name}.log")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{server.name} did not start in {seconds:g} s") from None
-            time.sleep(0.05)  # polling a process that has no readiness event
+    wait_healthy(server.process, server.url, CACHE / f"{server.name}.log", seconds)
 
 
 def stop(server: Server, grace: float = 15) -> None:
     """SIGTERM to the server's process group, SIGKILL after ``grace`` seconds."""
-    if server.process.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.process.wait()
+    stop_group(server.process, grace)
 
 
 def cpu_seconds(pid: int) -> float:

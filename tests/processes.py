@@ -1,4 +1,6 @@
-"""The proxy as a user runs it: a real process on a free 127.0.0.1 port, stopped by its PID."""
+"""Processes as a user runs them: a real process on a free 127.0.0.1 port, up when its /healthz
+answers, stopped by its PID. The tests' :func:`running` proxy and the benchmark's servers
+(bench/servers.py) are both started, waited for and stopped here."""
 
 from __future__ import annotations
 
@@ -58,20 +60,47 @@ class Server:
         return self.process.returncode
 
 
-def _wait_until_up(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
+def spawn(argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None, stdout: bool = False) -> subprocess.Popen[bytes]:
+    """A process in a session of its own (a signal to its group reaches the workers of a
+    --workers N proxy too), its stderr (and stdout, if asked) in ``log``."""
+    with log.open("wb") as sink:
+        return subprocess.Popen(list(argv), cwd=cwd or ROOT, env=env, stderr=sink,
+                                stdout=sink if stdout else subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def wait_healthy(process: subprocess.Popen[bytes], base: str, log: Path,
+                 seconds: float = START_TIMEOUT) -> None:
+    """Until ``base``/healthz answers 200; an AssertionError with the log's end if the
+    process exits or does not answer in time."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"the proxy exited with {server.process.returncode}:\n"
-                                 + server.stderr.read_text("utf-8")[-4000:])
+        if process.poll() is not None:
+            raise AssertionError(f"{log.stem} exited with {process.returncode}:\n"
+                                 + log.read_text("utf-8", "replace")[-4000:])
         try:
-            if httpx.get(server.base + "/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.05)  # polling another process's port: there is no event to wait on
-    raise AssertionError("the proxy did not answer /healthz in time:\n"
-                         + server.stderr.read_text("utf-8")[-4000:])
+    raise AssertionError(f"{log.stem} did not answer /healthz in {seconds:g} s:\n"
+                         + log.read_text("utf-8", "replace")[-4000:])
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float = 30) -> int:
+    """SIGTERM to the process's group, SIGKILL to it after ``grace`` seconds; the exit code."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return process.returncode
 
 
 @contextmanager
@@ -86,14 +115,10 @@ def running(tmp_path: Path, args: Sequence[str] = (), *, env: Mapping[str, str] 
     environment.update(env or {})
     stderr = tmp_path / f"proxy-{port}.log"
     argv = list(command or [sys.executable, "-m", "proxy"]) + list(args)
-    with stderr.open("wb") as sink:
-        # A session of its own: kill() reaches the workers of a --workers N proxy too.
-        process = subprocess.Popen(argv, cwd=cwd or ROOT, env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=sink,
-                                   start_new_session=True)
-    server = Server(process, f"http://127.0.0.1:{port}", stderr)
+    server = Server(spawn(argv, stderr, env=environment, cwd=cwd), f"http://127.0.0.1:{port}",
+                    stderr)
     try:
-        _wait_until_up(server)
+        wait_healthy(server.process, server.base, stderr)
         yield server
     finally:
         server.stop()

@@ -221,14 +221,15 @@ def attempt(server: Server) -> str:
     """One new connection's fate: answered, or refused; a hang fails (socket timeout)."""
     try:
         sock = connect(server)
-    except ConnectionRefusedError:
-        return "refused"
-    sock.settimeout(5.0)
-    try:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
-        answer = read_to_end(sock)
-    except TimeoutError:
-        return "hung"
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: it was in the backlog
+        return "refused"                                      # when the socket stopped listening
+    with sock:
+        sock.settimeout(5.0)
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
+            answer = read_to_end(sock)
+        except TimeoutError:
+            return "hung"
     return "answered" if answer.startswith(b"HTTP/1.1 200") else "closed"
 
 
