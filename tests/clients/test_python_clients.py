@@ -1,8 +1,11 @@
 """The scenario of a new user, through each generated Python client, over real HTTP.
 
 The clients are generated from openapi.yaml (support.generate, cached under .cache/clients)
-and imported from there; the proxy is ``python -m proxy --sandbox`` on loopback (conftest).
-tests/clients/scenario.ts is the same scenario through the TypeScript client.
+and imported from there; the proxy is ``python -m proxy --sandbox`` on loopback, behind Prism,
+which checks every request and answer against openapi.yaml (conftest). The one request that
+breaks the spec on purpose (a landline as a recipient) goes to the proxy directly: Prism
+would answer it itself. tests/clients/scenario.ts is the same scenario through the
+TypeScript client.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ def _problem_of(sdk: ModuleType, exc_type: type[Exception], call: Any) -> Any:
     return problem
 
 
-def test_scenario_through_the_openapi_generator_python_client(sdk, proxy):
-    config = sdk.Configuration(host=proxy.base, username="demo", password="demo-token")
+def test_scenario_through_the_openapi_generator_python_client(sdk, proxy, validated):
+    config = sdk.Configuration(host=validated.base, username="demo", password="demo-token")
     with sdk.ApiClient(config) as api:
         account, messages = sdk.AccountApi(api), sdk.MessagesApi(api)
         campaigns, reports = sdk.CampaignsApi(api), sdk.ReportsApi(api)
@@ -152,15 +155,19 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy):
         # This client checks the spec's pattern itself: a landline is refused before sending...
         with pytest.raises(pydantic.ValidationError, match="phone"):
             sdk.Recipient(phone="0401234567")
-        # ... and when that check is skipped, the proxy's 422 arrives as the typed exception.
-        unchecked = sdk.Recipient.model_construct(phone="0401234567")
-        problem = _problem_of(sdk, sdk.exceptions.UnprocessableEntityException, lambda: messages.send_message(
-            sdk.SendMessageRequest(sender="DemoAPI", text="hi", recipients=[unchecked])))
-        assert problem.type == "/problems/invalid-request"
-        assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
         assert account.get_balance().credits == credits - 12
 
-    wrong = sdk.Configuration(host=proxy.base, username="demo", password="not-the-token")
+    # ... and when that check is skipped, the proxy's 422 arrives as the typed exception.
+    direct = sdk.Configuration(host=proxy.base, username="demo", password="demo-token")
+    with sdk.ApiClient(direct) as api:
+        unchecked = sdk.Recipient.model_construct(phone="0401234567")
+        problem = _problem_of(sdk, sdk.exceptions.UnprocessableEntityException,
+                              lambda: sdk.MessagesApi(api).send_message(sdk.SendMessageRequest(
+                                  sender="DemoAPI", text="hi", recipients=[unchecked])))
+    assert problem.type == "/problems/invalid-request"
+    assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
+
+    wrong = sdk.Configuration(host=validated.base, username="demo", password="not-the-token")
     with sdk.ApiClient(wrong) as api:
         problem = _problem_of(sdk, sdk.exceptions.UnauthorizedException, sdk.AccountApi(api).get_balance)
     assert (problem.type, problem.upstream_status) == ("/problems/invalid-credentials", 3)
@@ -197,13 +204,17 @@ class Calls:
         return problem
 
 
-def test_scenario_through_the_openapi_python_client(opc, proxy):
+def _opc_client(opc: ModuleType, base: str, token: str = "demo-token") -> Any:
+    return opc.AuthenticatedClient(base_url=base, token=token,
+                                   headers={"X-SMSLeads-Username": "demo"},
+                                   raise_on_unexpected_status=True)
+
+
+def test_scenario_through_the_openapi_python_client(opc, proxy, validated):
     # This generator keeps Python's builtins unshadowed: the fields `credits` and `type` are
     # the attributes `credits_` and `type_`, and the query parameter `from` is `from_`.
     models = importlib.import_module("smsleads_client.models")
-    client = opc.AuthenticatedClient(base_url=proxy.base, token="demo-token",
-                                     headers={"X-SMSLeads-Username": "demo"},
-                                     raise_on_unexpected_status=True)
+    client = _opc_client(opc, validated.base)
     with client:
         call = Calls(opc, client)
         credits = call("get_balance", 200).credits_
@@ -279,14 +290,14 @@ def test_scenario_through_the_openapi_python_client(opc, proxy):
         assert problem.type_ == "/problems/insufficient-credit"
         problem = call.problem("get_contact_list", 404, id="999999999")
         assert problem.type_ == "/problems/contact-list-not-found"
-        problem = call.problem("send_message", 422, body=models.SendMessageRequest(
-            sender="DemoAPI", text="hi", recipients=[models.Recipient(phone="0401234567")]))
-        assert problem.type_ == "/problems/invalid-request"
-        assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
         assert call("get_balance", 200).credits_ == credits - 12
 
-    wrong = opc.AuthenticatedClient(base_url=proxy.base, token="not-the-token",
-                                    headers={"X-SMSLeads-Username": "demo"})
-    with wrong:
+    with _opc_client(opc, proxy.base) as direct:  # a body that breaks the spec: not via Prism
+        problem = Calls(opc, direct).problem("send_message", 422, body=models.SendMessageRequest(
+            sender="DemoAPI", text="hi", recipients=[models.Recipient(phone="0401234567")]))
+    assert problem.type_ == "/problems/invalid-request"
+    assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
+
+    with _opc_client(opc, validated.base, token="not-the-token") as wrong:
         problem = Calls(opc, wrong).problem("get_balance", 401)
     assert (problem.type_, problem.upstream_status) == ("/problems/invalid-credentials", 3)
