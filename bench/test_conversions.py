@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from proxy.app import load_spec
+from proxy.docs import load_spec
 from proxy.mapping import Operation, load_table
 from proxy.sandbox import ISRAEL, FixedClock, Sandbox
 from proxy.translate import build_envelope, read_answer

@@ -6,18 +6,22 @@ Each converter is a pair, like Starlette's ``convert`` / ``to_string``::
     ('1', True)
 
 ``to_xml`` raises :class:`ConversionError` for a client value it cannot send;
-``from_xml`` raises it for an upstream text it cannot read. The mapping table
-names converters (``convert: phone``) or builds one from an argument
-(``convert: {enum: unsubscribe}``).
+``from_xml`` raises it for an upstream text it cannot read, and returns None when the text
+holds no value (the field is left out). A converter that only reads answers has no
+``to_xml``. The mapping table names converters (``convert: phone``), builds one from an
+argument, any YAML value (``convert: {enum: unsubscribe}``, ``convert: {match: 'id (\\d+)'}``),
+or chains them (``convert: [{match: 'id (\\d+)'}, integer]``: read left to right, written
+right to left).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -25,7 +29,8 @@ import phonenumbers
 from proxy.types import JSON
 
 ISRAEL = ZoneInfo("Asia/Jerusalem")
-UPSTREAM_TIME = "%d/%m/%y %H:%M"  # "dd/mm/yy hh:mm", Israel local time (NOTES.md, Dates)
+# "dd/mm/yy hh:mm", Israel local time (docs/upstream-protocol.md#dates)
+UPSTREAM_TIME = "%d/%m/%y %H:%M"
 
 
 class ConversionError(ValueError):
@@ -35,8 +40,8 @@ class ConversionError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Converter:
     name: str
-    to_xml: Callable[[JSON], str]
-    from_xml: Callable[[str], JSON]
+    to_xml: Callable[[JSON], str] | None  # None: it only reads answers
+    from_xml: Callable[[str], JSON]  # None: the text holds no value
 
 
 def _text_to_xml(value: JSON) -> str:
@@ -68,13 +73,14 @@ def _flag_to_xml(value: JSON) -> str:
 
 
 def _flag_from_xml(text: str) -> bool:
-    # The document: "set 1, any other value would be considered as no".
+    # 1 is yes, anything else no (docs/upstream-protocol.md#flags).
     return text == "1"
 
 
-# Israeli national significant numbers (NOTES.md, Phone numbers): mobile 5 + 8 digits,
-# landline 2/3/4/8/9 + 7 digits, VoIP 7[2-9] + 7 digits. Strict libphonenumber validity
-# rejects numbers people really use in tests (0501234567), so the check is structural.
+# Israeli national significant numbers (docs/upstream-protocol.md#phone-numbers): mobile
+# 5 + 8 digits, landline 2/3/4/8/9 + 7 digits, VoIP 7[2-9] + 7 digits. Strict libphonenumber
+# validity rejects numbers people really use in tests (0501234567), so the check is
+# structural.
 _MOBILE = re.compile(r"5[0-9]{8}")
 _ANY_ISRAELI = re.compile(r"5[0-9]{8}|[2-489][0-9]{7}|7[2-9][0-9]{7}")
 _WRITTEN_PHONE = re.compile(r"\+?[0-9][0-9 ().\-]{6,24}")
@@ -180,14 +186,18 @@ def _israel_time_from_xml(text: str) -> str:
     return local.replace(tzinfo=ISRAEL).isoformat()
 
 
-def enum(name: str, values: Mapping[str, str | list[str]]) -> Converter:
-    """JSON names <-> upstream codes; several codes may share one name (DLR states)."""
-    to_code = {key: codes if isinstance(codes, str) else codes[0] for key, codes in values.items()}
-    to_name = {
-        code: key
-        for key, codes in values.items()
-        for code in ([codes] if isinstance(codes, str) else codes)
-    }
+def enum(argument: Any, enums: Mapping[str, Any]) -> Converter:
+    """JSON names <-> upstream codes; several codes may share one name (DLR states). The
+    argument names a table of the mapping's ``enums:``, or is such a table itself."""
+    name = argument if isinstance(argument, str) else "inline"
+    values = enums.get(argument) if isinstance(argument, str) else argument
+    if not isinstance(values, dict) or not values:
+        raise ValueError(f"no {argument!r} under enums:" if isinstance(argument, str)
+                         else "takes the name of an enums: table, or a {name: code} mapping")
+    codes_of = {str(key): [str(code) for code in (codes if isinstance(codes, list) else [codes])]
+                for key, codes in values.items()}
+    to_code = {key: codes[0] for key, codes in codes_of.items()}
+    to_name = {code: key for key, codes in codes_of.items() for code in codes}
 
     def to_xml(value: JSON) -> str:
         if not isinstance(value, str) or value not in to_code:
@@ -198,6 +208,48 @@ def enum(name: str, values: Mapping[str, str | list[str]]) -> Converter:
         return to_name.get(text, "unknown")
 
     return Converter(f"enum:{name}", to_xml, from_xml)
+
+
+def match(argument: Any, enums: Mapping[str, Any]) -> Converter:
+    """Reads the first group of a regular expression found in the text; no match, no value."""
+    if not isinstance(argument, str):
+        raise ValueError("takes a regular expression")
+    try:
+        pattern = re.compile(argument)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression: {exc}") from exc
+    if pattern.groups < 1:
+        raise ValueError("needs a group: group 1 is the value")
+
+    def from_xml(text: str) -> str | None:
+        found = pattern.search(text)
+        return found.group(1) if found else None
+
+    return Converter(f"match:{argument}", None, from_xml)
+
+
+def chain(converters: Sequence[Converter]) -> Converter:
+    """Read through each in turn (stopping at no value); write through them in reverse."""
+    if len(converters) == 1:
+        return converters[0]
+    writers = [c.to_xml for c in reversed(converters) if c.to_xml is not None]
+
+    def from_xml(text: str) -> JSON:
+        value: JSON = text
+        for converter in converters:
+            if value is None:
+                return None
+            value = converter.from_xml(str(value))
+        return value
+
+    to_xml = None
+    if len(writers) == len(converters):
+        def to_xml(value: JSON) -> str:
+            for writer in writers:
+                value = writer(value)
+            return str(value)
+
+    return Converter("|".join(c.name for c in converters), to_xml, from_xml)
 
 
 CONVERTERS: dict[str, Converter] = {
@@ -212,7 +264,9 @@ CONVERTERS: dict[str, Converter] = {
     )
 }
 
-# Converters that take an argument from the table: `convert: {enum: <name in enums:>}`.
-CONVERTER_FACTORIES: dict[str, Callable[[str, Mapping[str, str | list[str]]], Converter]] = {
+# Converters made from an argument in the table, any YAML value: `convert: {enum: unsubscribe}`.
+# Each gets the argument and the table's `enums:`, and raises ValueError for a bad argument.
+CONVERTER_FACTORIES: dict[str, Callable[[Any, Mapping[str, Any]], Converter]] = {
     "enum": enum,
+    "match": match,
 }

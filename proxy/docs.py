@@ -1,4 +1,6 @@
-"""``/docs``: Swagger UI 5 (which reads OpenAPI 3.1) served from the proxy itself, no CDN.
+"""The contract as served: ``/openapi.yaml``, ``/openapi.json`` and ``/docs``.
+
+``/docs`` is Swagger UI 5 (which reads OpenAPI 3.1) served from the proxy itself, no CDN.
 
 The assets come from the ``swagger-ui-bundle-v2`` package; only the few the page loads are
 served. The page fetches ``/openapi.json`` and points its ``servers`` at the page's own origin,
@@ -8,14 +10,46 @@ so "Try it out" calls the proxy that served the docs, whatever address reached i
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import yaml
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 from swagger_ui_bundle import swagger_ui_path
 
 from proxy.errors import RouteNotFound
+
+SPEC_FILE = "openapi.yaml"  # packaged with the proxy (a link to the repository's openapi.yaml)
+
+
+def spec_bytes() -> bytes:
+    return resources.files("proxy").joinpath(SPEC_FILE).read_bytes()
+
+
+def load_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(spec_bytes().decode("utf-8"))
+    return spec
+
+
+def spec_routes(spec: dict[str, Any]) -> list[Route]:
+    """The spec the app was built from: the packaged file as it is, and the same as JSON."""
+    as_yaml = spec_bytes() if spec == load_spec() else yaml.safe_dump(
+        spec, allow_unicode=True, sort_keys=False).encode()
+    as_json = json.dumps(spec, ensure_ascii=False).encode()
+
+    async def openapi_yaml(request: Request) -> Response:
+        return Response(as_yaml, media_type="application/yaml")
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(as_json, media_type="application/json")
+
+    return [Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"])]
+
 
 ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png")
 

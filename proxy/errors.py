@@ -178,11 +178,12 @@ class UpstreamError(ProblemError):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """How statuses.yaml presents one upstream code."""
+    """How statuses.yaml presents one upstream code: the problem, and what the request did."""
 
     http: int
     slug: str
     title: str
+    effect: Outcome = Outcome.FINAL
     retry_after: int | None = None
 
 
@@ -197,9 +198,7 @@ class UpstreamRefused(UpstreamError):
         super().__init__(detail or upstream_message or refusal.title,
                          retry_after=refusal.retry_after, **extensions)
         self.status, self.slug, self.title = refusal.http, refusal.slug, refusal.title
-        # The upstream's own answer is final, except "come back later" (714/715 are 503):
-        # it did nothing, so the same request may be made again.
-        self.outcome = Outcome.NONE if refusal.http == 503 else Outcome.FINAL
+        self.outcome = refusal.effect  # statuses.yaml says what the request did
 
 
 class UpstreamUnreachable(UpstreamError):

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object a line on stderr, for the proxy and for uvicorn alike.
 
     {"time": "2026-11-25T10:00:00.123+00:00", "level": "INFO", "logger": "smsleads_proxy.access",
-     "pid": 7, "message": "request", "request_id": "4bf9…", "route": "/v1/balance", …}
+     "pid": 7, "message": "request", "request_id": "4bf9…", "route": "/v1/contact-lists/{id}", …}
 
 The proxy never logs a header or a body; as a second line of defence every formatted line is
 scrubbed of Basic and Bearer credentials and of the secrets registered with :func:`hide`.

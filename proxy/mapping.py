@@ -8,7 +8,6 @@ with a :class:`MappingError` naming the file and the path inside it::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -17,11 +16,20 @@ from typing import Any
 import yaml
 from lxml import etree
 
-from proxy.convert import CONVERTER_FACTORIES, CONVERTERS, Converter
-from proxy.errors import Refusal
+from proxy.convert import CONVERTER_FACTORIES, CONVERTERS, Converter, chain
+from proxy.errors import Outcome, Refusal
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 SUCCESS_STATUSES = {200, 201, 202, 204}
+
+# The words of the table language, each documented in mapping.yaml's header and used by it
+# (tests/test_table_language.py holds all three to each other).
+TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness"})
+OPERATION_KEYS = frozenset({"http", "command", "success", "request", "response", "location",
+                            "not_found", "window"})
+ELEMENT_KEYS = frozenset({"from", "default", "each", "convert", "attributes", "children"})
+FIELD_KEYS = frozenset({"from", "echo", "convert", "each", "where", "group_by", "fields"})
+WINDOW_KEYS = frozenset({"from", "to", "max_days", "max_age_days", "default_days"})
 
 
 class MappingError(ValueError):
@@ -34,7 +42,6 @@ class Element:
 
     name: str
     source: str | None = None
-    value: str | None = None
     default: str | None = None
     each: str | None = None
     convert: Converter | None = None
@@ -49,7 +56,6 @@ class Field:
     name: str
     source: str | None = None
     echo: str | None = None
-    match: re.Pattern[str] | None = None
     convert: Converter | None = None
     each: str | None = None
     where: str | None = None
@@ -66,7 +72,7 @@ class CommandChoice:
 @dataclass(frozen=True, slots=True)
 class NotFoundRule:
     errors: str
-    says: tuple[str, ...]  # templates: literal text with {envelope/path} holes
+    says: tuple[tuple[str, Refusal], ...]  # (template with {envelope/path} holes, refusal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,7 @@ class StatusTable:
     codes: Mapping[int, Refusal]
     messages: Mapping[int, str]
     unknown: Refusal
+    not_found: Mapping[str, Refusal]  # refusals read from an answer's <errors>, by name
 
     def refusal(self, code: int | None) -> Refusal:
         return self.unknown if code is None else self.codes.get(code, self.unknown)
@@ -171,40 +178,54 @@ class _Reader:
 
 
 class _Loader:
-    def __init__(self, file: str, enums: Mapping[str, Mapping[str, str | list[str]]]) -> None:
-        self.file, self.enums = file, enums
+    def __init__(self, file: str, enums: Mapping[str, Any], statuses: StatusTable) -> None:
+        self.file, self.enums, self.statuses = file, enums, statuses
 
-    def converter(self, reader: _Reader) -> Converter | None:
-        spec = reader.data.get("convert")
-        if spec is None:
+    def converter(self, reader: _Reader, *, writes: bool) -> Converter | None:
+        """``convert:``: a name, ``{factory: argument}``, or a list of them (a chain)."""
+        if "convert" not in reader.data:
             return None
         where = reader.child("convert")
+        specs = where.data if isinstance(where.data, list) else [where.data]
+        if not specs:
+            raise where.fail("an empty list converts nothing")
+        items = [where.child(i) for i in range(len(specs))] if isinstance(where.data, list) \
+            else [where]
+        converter = chain([self.one_converter(item) for item in items])
+        if writes and converter.to_xml is None:
+            raise where.fail(f"{converter.name} only reads answers; a request cannot use it")
+        return converter
+
+    def one_converter(self, where: _Reader) -> Converter:
+        spec = where.data
         if isinstance(spec, str):
             if spec not in CONVERTERS:
-                raise where.fail(f"unknown converter {spec!r} (known: {', '.join(CONVERTERS)})")
+                raise where.fail(f"unknown converter {spec!r} (known: {', '.join(CONVERTERS)}; "
+                                 f"with an argument: {', '.join(CONVERTER_FACTORIES)})")
             return CONVERTERS[spec]
         if isinstance(spec, dict) and len(spec) == 1:
             (kind, argument), = spec.items()
             if kind not in CONVERTER_FACTORIES:
-                raise where.fail(f"unknown converter {kind!r}")
-            if argument not in self.enums:
-                raise where.fail(f"no {argument!r} under enums:")
-            return CONVERTER_FACTORIES[kind](argument, self.enums[argument])
-        raise where.fail("must be a converter name or {factory: argument}")
+                raise where.fail(f"unknown converter {kind!r} "
+                                 f"(with an argument: {', '.join(CONVERTER_FACTORIES)})")
+            try:
+                return CONVERTER_FACTORIES[kind](argument, self.enums)
+            except ValueError as exc:
+                raise where.child(kind).fail(str(exc)) from exc
+        raise where.fail("must be a converter name, {converter: argument}, or a list of them")
 
     def elements(self, reader: _Reader) -> tuple[Element, ...]:
         return tuple(self.element(reader.child(name), name) for name in reader.mapping())
 
     def element(self, reader: _Reader, name: str) -> Element:
-        keys = {"from", "value", "default", "each", "convert", "attributes", "children"}
-        data = reader.mapping(keys)
+        data = reader.mapping(set(ELEMENT_KEYS))
         children = None
         if "children" in data:
-            if {"from", "value", "convert"} & set(data):
+            if {"from", "convert"} & set(data):
                 raise reader.fail("an element has either children or a text, not both")
             children = self.elements(reader.child("children"))
-        elif not {"from", "value", "each", "default"} & set(data):
-            raise reader.fail("needs one of from, value, each, children")
+        elif not {"from", "each", "default"} & set(data):
+            raise reader.fail("needs one of from, each, default, children")
         attributes: tuple[Element, ...] = ()
         if "attributes" in data:
             attrs = reader.child("attributes")
@@ -215,10 +236,9 @@ class _Loader:
         return Element(
             name=name,
             source=source,
-            value=reader.text("value"),
             default=reader.text("default"),
             each=reader.pointer("each"),
-            convert=self.converter(reader),
+            convert=self.converter(reader, writes=True),
             attributes=attributes,
             children=children,
         )
@@ -227,31 +247,32 @@ class _Loader:
         return tuple(self.field(reader.child(name), name) for name in reader.mapping())
 
     def field(self, reader: _Reader, name: str) -> Field:
-        keys = {"from", "echo", "match", "convert", "each", "where", "group_by", "fields"}
-        data = reader.mapping(keys)
+        data = reader.mapping(set(FIELD_KEYS))
         if not {"from", "echo", "each", "fields"} & set(data):
             raise reader.fail("needs one of from, echo, each, fields")
-        pattern = None
-        if "match" in data:
-            try:
-                pattern = re.compile(str(data["match"]))
-            except re.error as exc:
-                raise reader.child("match").fail(f"bad regular expression: {exc}") from exc
-            if pattern.groups < 1:
-                raise reader.child("match").fail("needs a group: group 1 is the value")
         if ("where" in data or "group_by" in data) and "each" not in data:
             raise reader.fail("where and group_by need each")
         return Field(
             name=name,
             source=reader.element_path("from"),
             echo=reader.pointer("echo"),
-            match=pattern,
-            convert=self.converter(reader),
+            convert=self.converter(reader, writes=False),
             each=reader.element_path("each"),
             where=reader.element_path("where"),
             group_by=reader.element_path("group_by"),
             fields=self.fields(reader.child("fields")) if "fields" in data else None,
         )
+
+    def not_found(self, rule: _Reader) -> NotFoundRule:
+        rule.mapping({"errors", "says"}, {"errors", "says"})
+        says = rule.child("says")
+        said: list[tuple[str, Refusal]] = []
+        for name, templates in says.mapping().items():
+            if name not in self.statuses.not_found:
+                raise says.child(name).fail(f"no {name!r} under not_found: in statuses.yaml")
+            for template in templates if isinstance(templates, list) else [templates]:
+                said.append((str(template), self.statuses.not_found[name]))
+        return NotFoundRule(str(rule.element_path("errors")), tuple(said))
 
     def commands(self, reader: _Reader) -> tuple[CommandChoice, ...]:
         if isinstance(reader.data, str):
@@ -269,25 +290,17 @@ class _Loader:
 
     def operation(self, reader: _Reader, operation_id: str,
                   envelope: tuple[Element, ...]) -> Operation:
-        keys = {"http", "command", "success", "request", "response", "location", "not_found",
-                "window"}
-        data = reader.mapping(keys, {"http", "command", "success"})
+        data = reader.mapping(set(OPERATION_KEYS), {"http", "command", "success"})
         method, _, path = str(data["http"]).partition(" ")
         if method not in HTTP_METHODS or not path.startswith("/v1/"):
             raise reader.child("http").fail("must be 'METHOD /v1/path'")
         if data["success"] not in SUCCESS_STATUSES:
             raise reader.child("success").fail(f"must be one of {sorted(SUCCESS_STATUSES)}")
-        not_found = None
-        if "not_found" in data:
-            rule = reader.child("not_found")
-            rule.mapping({"errors", "says"}, {"errors", "says"})
-            rule.element_path("errors")
-            not_found = NotFoundRule(str(rule.data["errors"]), tuple(map(str, rule.data["says"])))
+        not_found = self.not_found(reader.child("not_found")) if "not_found" in data else None
         window = None
         if "window" in data:
             w = reader.child("window")
-            keys = {"from", "to", "max_days", "max_age_days", "default_days"}
-            w.mapping(keys, keys)
+            w.mapping(set(WINDOW_KEYS), WINDOW_KEYS)
             window = Window(str(w.pointer("from")), str(w.pointer("to")), int(w.data["max_days"]),
                             int(w.data["max_age_days"]), int(w.data["default_days"]))
         return Operation(
@@ -311,31 +324,37 @@ def _read_yaml(name: str) -> Any:
 
 def load_statuses(data: Any, file: str = "statuses.yaml") -> StatusTable:
     top = _Reader(file, "", data)
-    top.mapping({"success", "codes", "unknown"}, {"success", "codes", "unknown"})
+    top.mapping({"success", "codes", "unknown", "not_found"}, {"success", "codes", "unknown"})
+    effects = {outcome.value: outcome for outcome in Outcome}
 
     def refusal(reader: _Reader) -> Refusal:
-        rule = reader.mapping({"http", "type", "title", "message", "retry_after"},
-                              {"http", "type", "title"})
+        rule = reader.mapping({"http", "type", "title", "effect", "message", "retry_after"},
+                              {"http", "type", "title", "effect"})
         if not (isinstance(rule["http"], int) and 200 <= rule["http"] <= 599):
             raise reader.child("http").fail("must be an HTTP status code")
+        if rule["effect"] not in effects:
+            raise reader.child("effect").fail(f"must be one of {', '.join(effects)}")
         return Refusal(int(rule["http"]), str(rule["type"]), str(rule["title"]),
-                       rule.get("retry_after"))
+                       effects[rule["effect"]], rule.get("retry_after"))
 
     codes_reader = top.child("codes")
     codes = {int(code): refusal(codes_reader.child(code)) for code in codes_reader.mapping()}
     messages = {int(code): str(rule.get("message", "")) for code, rule in data["codes"].items()}
+    said = top.child("not_found") if "not_found" in data else None
+    not_found = {str(name): refusal(said.child(name)) for name in said.mapping()} if said else {}
     return StatusTable(frozenset(int(c) for c in data["success"]), codes, messages,
-                       refusal(top.child("unknown")))
+                       refusal(top.child("unknown")), not_found)
 
 
-def load_table(data: Any | None = None, statuses: Any | None = None,
+def load_table(data: Any | None = None, status_data: Any | None = None,
                file: str = "mapping.yaml") -> Table:
     """Read mapping.yaml and statuses.yaml (or the given data) into a checked :class:`Table`."""
     data = _read_yaml("mapping.yaml") if data is None else data
     top = _Reader(file, "", data)
-    top.mapping({"envelope", "enums", "operations", "answers", "readiness"}, {"operations"})
+    top.mapping(set(TOP_KEYS), {"operations"})
     enums = top.child("enums").mapping() if "enums" in data else {}
-    loader = _Loader(file, enums)
+    statuses = load_statuses(_read_yaml("statuses.yaml") if status_data is None else status_data)
+    loader = _Loader(file, enums, statuses)
     envelope = loader.elements(top.child("envelope")) if "envelope" in data else ()
     ops_reader = top.child("operations")
     operations = tuple(
@@ -359,5 +378,4 @@ def load_table(data: Any | None = None, statuses: Any | None = None,
         probe = readiness.text("probe")
         if probe not in {op.operation_id for op in operations}:
             raise readiness.child("probe").fail(f"no operation {probe!r}")
-    status_data = _read_yaml("statuses.yaml") if statuses is None else statuses
-    return Table(operations, load_statuses(status_data), unclosed, probe)
+    return Table(operations, statuses, unclosed, probe)

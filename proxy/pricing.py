@@ -1,6 +1,6 @@
 """What a message costs: the text each destination gets, its encoding and SMS parts, and the
 credits of a send. One set of rules for the proxy (the preview of a send) and the sandbox
-(what it charges), so the two count alike (NOTES.md, "Message length and cost").
+(what it charges), so the two count alike (docs/upstream-protocol.md#message-length-and-cost).
 
     >>> count("a" * 160).parts, count("a" * 161).parts, count("שלום" * 18).parts
     (1, 2, 2)
@@ -35,13 +35,13 @@ _UCS2_DOUBLE = re.compile("[\U00010000-\U0010ffff]")  # a surrogate pair in UTF-
 GSM_SINGLE, GSM_PART = 160, 153
 UCS2_SINGLE, UCS2_PART = 70, 67
 MAX_MESSAGE: Final = 1005  # characters of the text as sent, before dynamic fields are filled
-DYNAMIC: Final = re.compile(r"\[DYNAMIC_FIELD([1-6])\]")  # document 1.1, add_dynamic
+DYNAMIC: Final = re.compile(r"\[DYNAMIC_FIELD([1-6])\]")  # docs/upstream-protocol.md#dynamic-fields
 DYNAMIC_FIELDS: Final = 6
 
-# What add_unsubscribe appends, by its value (document 1.1: "Remove by link set 3, Remove by
-# return SMS set 2"). The document gives no wording: these are the sandbox's, English so that
-# GSM-7 text stays GSM-7, fixed so that their cost is predictable. The upstream's own may
-# differ in length, which no client can learn before sending.
+# What add_unsubscribe appends, by its value: 3 an opt-out link, 2 an opt-out by reply. The
+# document gives no wording: these are the sandbox's (docs/upstream-protocol.md#sandbox-texts),
+# English so that GSM-7 text stays GSM-7, fixed so that their cost is predictable. The
+# upstream's own may differ in length, which no client can learn before sending.
 UNSUBSCRIBE: Final = {
     2: "\nReply STOP to unsubscribe",
     3: "\nUnsubscribe: smsleads.co.il/u",
@@ -86,7 +86,7 @@ def compose(text: str, *, tag: str | None = None, personalize: bool = False,
     '<#>' in front for tag '#', its dynamic fields filled in (an absent field is empty), the
     opt-out line of ``unsubscribe`` (2 or 3) appended."""
     text = text.strip()
-    if tag == "#":  # 1.1: "#Hello world result=> "<#>Hello world""
+    if tag == "#":  # "#" puts "<#>" in front (docs/upstream-protocol.md#flags)
         text = "<#>" + text
     if personalize:
         text = DYNAMIC.sub(lambda match: _field(fields, int(match[1])), text)

@@ -1,7 +1,9 @@
-"""``/problems/<type>``: every problem ``type`` the proxy sends resolves to a page saying what
-it means (RFC 9457 §3.1.1: a type URI, dereferenced, "SHOULD provide human-readable
-documentation"). The catalogue is read from the error classes and the status table, so a new
-problem type or upstream code documents itself.
+"""Problems on the wire: every :class:`~proxy.errors.ProblemError` rendered as
+``application/problem+json`` by one set of handlers, and ``/problems/<type>``, where every
+problem ``type`` the proxy sends resolves to a page saying what it means (RFC 9457 §3.1.1:
+a type URI, dereferenced, "SHOULD provide human-readable documentation"). The catalogue is read
+from the error classes and the status table, so a new problem type or upstream code documents
+itself.
 """
 
 from __future__ import annotations
@@ -9,12 +11,61 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from html import escape
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Match, Route
 
-from proxy.errors import PROBLEM_BASE, ProblemError, RouteNotFound
+from proxy.errors import PROBLEM_BASE, MethodNotAllowed, ProblemError, RouteNotFound
 from proxy.mapping import StatusTable
+from proxy.observability import REQUEST_ID_HEADER, request_id
+
+
+class ProblemResponse(JSONResponse):
+    media_type = "application/problem+json"
+
+    def __init__(self, error: ProblemError, request_id: str | None = None) -> None:
+        body = error.as_json()
+        if request_id is not None:  # the same id as the X-Request-ID header and the log line
+            body["request_id"] = request_id
+        super().__init__(body, status_code=error.status, headers=error.headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method of the resource (RFC 9110 §15.5.6). Each operation is its own route, and
+    Starlette's 405 names only the methods of the first route that matched the path."""
+    methods = {method for route in request.app.routes
+               if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+               for method in route.methods or ()}
+    return ", ".join(sorted(methods))
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ProblemError):
+        return ProblemResponse(exc, request_id(request))
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        error: ProblemError = MethodNotAllowed(f"{request.method} is not allowed here")
+        error.headers["Allow"] = _allowed(request)
+        return ProblemResponse(error, request_id(request))
+    if isinstance(exc, HTTPException) and exc.status_code == 404:
+        return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"),
+                               request_id(request))
+    raise exc
+
+
+async def _bug(request: Request, exc: Exception) -> Response:
+    """A bug: Starlette's ServerErrorMiddleware calls this for the answer, then re-raises so
+    that uvicorn logs the traceback. It runs outside Observer, hence the header here."""
+    found = request_id(request)
+    response = ProblemResponse(ProblemError("the proxy failed; its log names this request"),
+                               found)
+    if found is not None:
+        response.headers[REQUEST_ID_HEADER] = found
+    return response
+
+
+# Starlette's exception_handlers: our problems, its own 404/405, and 500 for a bug.
+HANDLERS = {ProblemError: _problem, HTTPException: _problem, 500: _bug}
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
 STYLE = "body{font:16px/1.5 system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}"
@@ -41,8 +92,8 @@ def catalogue(statuses: StatusTable) -> dict[str, ProblemType]:
         entry = found.setdefault(refusal.slug,
                                  ProblemType(refusal.slug, refusal.http, refusal.title))
         entry.upstream.append((code, statuses.messages.get(code, "")))
-    unknown = statuses.unknown
-    found.setdefault(unknown.slug, ProblemType(unknown.slug, unknown.http, unknown.title))
+    for refusal in (*statuses.not_found.values(), statuses.unknown):
+        found.setdefault(refusal.slug, ProblemType(refusal.slug, refusal.http, refusal.title))
     return found
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-DEFAULT_UPSTREAM = "https://app.smsleads.co.il/api"  # the document, "Getting started"
+DEFAULT_UPSTREAM = "https://app.smsleads.co.il/api"  # docs/upstream-protocol.md#transport
 
 
 class SettingsError(ValueError):

@@ -1,14 +1,16 @@
 """The generic interpreter of the mapping table, in both directions.
 
-    >>> op = load_table().operation("getBalance")
+    An operation whose table entry says ``command: ping`` and nothing more:
+
     >>> etree.tostring(build_envelope(op, {"auth": {"username": "demo"}}))
-    b'<balance><user><username>demo</username></user></balance>'
+    b'<ping><user><username>demo</username></user></ping>'
 
 It knows no command: everything it does is said by an :class:`~proxy.mapping.Operation`.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
 import re
@@ -18,7 +20,7 @@ from typing import TypeAlias
 from lxml import etree
 
 from proxy.convert import ConversionError, instant
-from proxy.errors import FieldError, RequestInvalid, UpstreamBadAnswer
+from proxy.errors import FieldError, Refusal, RequestInvalid, UpstreamBadAnswer
 from proxy.mapping import Element, Field, Operation, Window
 from proxy.types import JSON
 
@@ -75,18 +77,17 @@ class _Builder:
         self.errors: list[FieldError] = []
 
     def text(self, spec: Element, context: JSON, at: str) -> str | None:
-        if spec.value is not None:
-            return spec.value
         value = MISSING if spec.source is None else resolve(context, spec.source)
         if value is MISSING:
             return spec.default
-        if spec.convert is None:
+        to_xml = spec.convert.to_xml if spec.convert is not None else None
+        if to_xml is None:  # the loader lets no reading-only converter into a request
             if isinstance(value, _CONTAINERS) or value is None:
                 self.errors.append(FieldError(at + (spec.source or ""), "must be a scalar"))
                 return None
             return value if isinstance(value, str) else str(value)
         try:
-            return spec.convert.to_xml(value)
+            return to_xml(value)
         except ConversionError as exc:
             self.errors.append(FieldError(at + (spec.source or ""), str(exc)))
             return None
@@ -148,8 +149,9 @@ def build_envelope(op: Operation, document: JSON) -> etree._Element:
 
 
 def apply_window(window: Window, document: dict[str, JSON], now: datetime) -> None:
-    """Fill in the window's defaults, then check the upstream's rule (document 2.2.1: "a range
-    of 1 week up to 1 year back"), so a bad window is a 422 naming the field."""
+    """Fill in the window's defaults, then check the upstream's rule (at most 7 days long,
+    at most 365 days back: docs/upstream-protocol.md#report-windows), so a bad window is a
+    422 naming the field."""
     start, end = resolve(document, window.start), resolve(document, window.end)
     try:
         finish = now.replace(microsecond=0) if end is MISSING else instant(end)
@@ -233,17 +235,15 @@ class _Reader:
         else:
             element = node.find(source)
         text = _node_text(element)
-        if text is not None and spec.match is not None:
-            found = spec.match.search(text)
-            text = found.group(1) if found else None
         if text is None:
             return MISSING
         if spec.convert is None:
             return text
         try:
-            return spec.convert.from_xml(text)
+            value = spec.convert.from_xml(text)
         except ConversionError as exc:
             raise UpstreamBadAnswer(f"the upstream's <{source}> is unreadable: {exc}") from exc
+        return MISSING if value is None else value
 
 
 _TAG = re.compile(r"[A-Za-z_][\w.-]*")
@@ -255,13 +255,14 @@ def _is_tag(path: str) -> bool:
 
 
 def _grouped(rows: list[etree._Element], key: str) -> list[etree._Element]:
-    """One synthetic node per distinct key, holding that key's rows in order."""
+    """One synthetic node per distinct key, holding copies of that key's rows in order: an
+    element has one parent, and the answer's own tree stays whole for every other field."""
     groups: dict[str, etree._Element] = {}
     for row in rows:
         name = _node_text(row.find(key)) or ""
         if name not in groups:
             groups[name] = etree.Element("group")
-        groups[name].append(row)
+        groups[name].append(copy.deepcopy(row))
     return list(groups.values())
 
 
@@ -270,17 +271,19 @@ def read_answer(op: Operation, root: etree._Element, document: JSON) -> dict[str
     return _Reader(document).fields(op.response, root)
 
 
-def names_not_found(op: Operation, envelope: etree._Element, root: etree._Element) -> str | None:
-    """The upstream error that says what the URL asked for does not exist, if the table has
-    such a rule and the answer such an error."""
+def names_not_found(op: Operation, envelope: etree._Element, root: etree._Element
+                    ) -> tuple[Refusal, str] | None:
+    """The upstream error that says what the URL asked for does not exist, with the refusal
+    statuses.yaml gives it, if the table has such a rule and the answer such an error."""
     rule = op.not_found
     if rule is None:
         return None
-    patterns = [_said(template, envelope) for template in rule.says]
+    patterns = [(_said(template, envelope), refusal) for template, refusal in rule.says]
     for error in root.findall(rule.errors):
         text = _node_text(error) or ""
-        if any(pattern.search(text) for pattern in patterns):
-            return text
+        for pattern, refusal in patterns:
+            if pattern.search(text):
+                return refusal, text
     return None
 
 

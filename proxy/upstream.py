@@ -25,6 +25,7 @@ import httpx
 from lxml import etree
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from proxy.body import read_bounded
 from proxy.breaker import Breaker
 from proxy.errors import (
     Outcome,
@@ -63,11 +64,13 @@ class Answer:
 
 
 def parse_answer(body: bytes, unclosed: tuple[str, ...] = ()) -> etree._Element:
-    """The element holding <status>, tolerant of the document's quirks.
+    """The element holding <status>, tolerant of the upstream's quirks
+    (docs/upstream-protocol.md#quirks).
 
-    The answer is wrapped in a synthetic root, so the root-less rmNumBL answer (two top-level
-    elements, document 2.4.2) reads like any other; elements named in ``unclosed`` may end
-    with an opening tag instead of a closing one (``<shipment_id>1<shipment_id>``).
+    The answer is wrapped in a synthetic root, so an answer without a root (two top-level
+    elements: docs/upstream-protocol.md#root-less-rmnumbl-answer) reads like any other;
+    elements named in ``unclosed`` may end with an opening tag instead of a closing one
+    (``<shipment_id>1<shipment_id>``: docs/upstream-protocol.md#unclosed-shipment_id).
     """
     declaration = _DECLARATION.match(body)
     encoding = "utf-8"
@@ -168,7 +171,7 @@ class Upstream:
     async def _with_retries(self, body: bytes, headers: dict[str, str],
                             timeout: float | None) -> Answer:
         """A read, tried again while no connection could be made. tenacity's loop, which cost
-        7% of a balance request's CPU on every call (bench/RESULTS.md), starts only after a
+        7% of a simple read's CPU on every call (bench/RESULTS.md), starts only after a
         first failure, which it is handed as its own first attempt: same tries, same waits."""
         try:
             return await self._attempt(body, headers, timeout)
@@ -222,17 +225,12 @@ class Upstream:
         """The body of a 200, read no further than the limit (a 100 MB answer is refused)."""
         if answer.status_code != 200:
             raise UpstreamBadAnswer(f"the SMS Leads API answered HTTP {answer.status_code}")
-        declared = answer.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_answer_bytes:
-            raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
-        data = bytearray()
-        async for chunk in answer.aiter_bytes():
-            data += chunk
-            if len(data) > self.max_answer_bytes:
-                raise UpstreamBadAnswer("the answer is larger than the proxy accepts")
+        data = await read_bounded(
+            answer.aiter_bytes(), self.max_answer_bytes, answer.headers.get("content-length"),
+            lambda: UpstreamBadAnswer("the answer is larger than the proxy accepts"))
         if not data.strip():
             raise UpstreamBadAnswer("the SMS Leads API answered with an empty body")
-        return bytes(data)
+        return data
 
 
 __all__ = ["Answer", "Upstream", "UpstreamError", "parse_answer", "read_status"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from proxy.app import load_spec
+from proxy.docs import load_spec
 from proxy.mapping import Operation, load_table
 from tests.conftest import deref
 

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from proxy.convert import CONVERTERS, ISRAEL, ConversionError, enum
+from proxy.convert import (
+    CONVERTER_FACTORIES,
+    CONVERTERS,
+    ISRAEL,
+    ConversionError,
+    chain,
+    enum,
+    match,
+)
 
 mobile, phone, when = CONVERTERS["mobile_phone"], CONVERTERS["phone"], CONVERTERS["israel_time"]
 
@@ -52,7 +60,7 @@ def test_phone_from_xml_gives_e164_or_the_text_as_it_came(text, e164):
 
 
 @given(st.from_regex(r"5[0-9]{8}", fullmatch=True))
-def test_mobile_round_trip(national):
+def test_mobile_phone_round_trip(national):
     e164 = mobile.from_xml("0" + national)
     assert mobile.to_xml(e164) == "0" + national
     assert mobile.from_xml(mobile.to_xml(e164)) == e164
@@ -133,7 +141,7 @@ def test_integer_refuses_what_is_not_an_integer(bad):
 
 
 def test_enum_maps_names_to_codes_and_several_codes_to_one_name():
-    states = enum("dlr", {"delivered": ["-1", "0", "102"], "rejected": "108"})
+    states = enum("dlr", {"dlr": {"delivered": ["-1", "0", "102"], "rejected": "108"}})
     assert [states.from_xml(c) for c in ("102", "-1", "108", "4242")] == [
         "delivered", "delivered", "rejected", "unknown"]
     assert states.to_xml("rejected") == "108"
@@ -143,7 +151,7 @@ def test_enum_maps_names_to_codes_and_several_codes_to_one_name():
 
 @given(st.sampled_from(["link", "reply"]))
 def test_enum_round_trip(name):
-    unsubscribe = enum("unsubscribe", {"link": "3", "reply": "2"})
+    unsubscribe = enum({"link": "3", "reply": "2"}, {})  # inline: the argument is the table
     assert unsubscribe.from_xml(unsubscribe.to_xml(name)) == name
 
 
@@ -172,3 +180,27 @@ def test_phones_read_as_phonenumbers_reads_them(prefix, national, separator):
         else:
             with pytest.raises(ConversionError):
                 converter.to_xml(written)
+
+
+@given(st.from_regex(r"5[0-9]{8}|[2-489][0-9]{7}|7[2-9][0-9]{7}", fullmatch=True))
+def test_phone_round_trip(national):
+    e164 = phone.from_xml("0" + national)
+    assert e164 == "+972" + national
+    assert phone.from_xml(phone.to_xml(e164)) == e164
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.text(alphabet="abc ,.", max_size=20))
+def test_match_reads(count, noise):
+    deleted = match(r"(?i)(\d+) deleted", {})
+    assert deleted.to_xml is None  # it only reads answers
+    assert deleted.from_xml(f"{noise}{count} Deleted{noise}") == str(count)
+    assert deleted.from_xml(noise) is None  # no match: no value, the field is left out
+    as_number = chain([deleted, CONVERTERS["integer"]])
+    assert as_number.from_xml(f"{count} deleted") == count and as_number.to_xml is None
+
+
+def test_every_converter_has_its_round_trip_test():
+    """CONTRIBUTING.md, "Add a converter": a pair has test_<name>_round_trip here, a converter
+    that only reads answers test_<name>_reads."""
+    for name in [*CONVERTERS, *CONVERTER_FACTORIES]:
+        assert f"test_{name}_round_trip" in globals() or f"test_{name}_reads" in globals(), name

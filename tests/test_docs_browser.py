@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
-from proxy.app import load_spec
+from proxy.docs import load_spec
 from tests.processes import running
 
 CHROMIUM = Path("/usr/bin/chromium")

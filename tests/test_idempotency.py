@@ -15,9 +15,10 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
-from proxy.app import ProblemResponse, create_app
+from proxy.app import create_app
 from proxy.errors import IdempotencyKeyInvalid, OutcomeUnknown
 from proxy.idempotency import Ledger, MemoryStore, Ticket, key_of
+from proxy.problems import ProblemResponse
 from proxy.settings import Settings
 from tests.conftest import BASIC, Clock, Recorder, serving
 from tests.examples import OPERATIONS, SPEC, STATE_CHANGING, example

@@ -22,11 +22,13 @@ def _block(name: str) -> str:
 
 def statuses_table() -> str:
     statuses = load_table().statuses
-    rows = ["| upstream | HTTP | type |", "| --- | --- | --- |"]
-    for code, refusal in sorted(statuses.codes.items()):
-        rows.append(f"| {code} | {refusal.http} | `{refusal.slug}` ({refusal.title}) |")
-    unknown = statuses.unknown
-    rows.append(f"| any other | {unknown.http} | `{unknown.slug}` ({unknown.title}) |")
+    rows = ["| upstream | HTTP | type | effect of a change |", "| --- | --- | --- | --- |"]
+    said = {f"0, with an error saying the {name} does not exist": refusal
+            for name, refusal in statuses.not_found.items()}
+    for code, refusal in [*sorted(statuses.codes.items()), *said.items(),
+                          ("any other", statuses.unknown)]:
+        rows.append(f"| {code} | {refusal.http} | `{refusal.slug}` ({refusal.title}) | "
+                    f"{refusal.effect.value} |")
     return "\n".join(rows) + "\n"
 
 

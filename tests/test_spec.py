@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from proxy.app import create_app, load_spec
+from proxy.app import create_app
 from proxy.convert import CONVERTERS
+from proxy.docs import load_spec
 from proxy.mapping import Element, Field, Operation, load_table
 from tests.conftest import deref, schema_leaves
 
