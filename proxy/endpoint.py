@@ -3,13 +3,18 @@
     credentials -> Idempotency-Key -> {auth, path, query, body} -> the spec's checks
       -> report window -> envelope (translate.py) -> [ledger] -> upstream -> answer -> JSON
 
+An operation the table computes (``compute:``) stops at the envelope: its computation
+(proxy/compute.py) makes the answer from it, asking other operations of the table, each one
+upstream call through this same pipeline, for what only the upstream knows.
+
 An operation whose method is not safe (RFC 9110 §9.2.1) changes state: it honours an
 Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote
 
 from lxml import etree
@@ -43,8 +48,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+Operations = Mapping[str, tuple[Operation, OperationValidator]]
+
+
 def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
-              clock: Clock) -> Endpoint:
+              clock: Clock, operations: Operations) -> Endpoint:
     changes_state = op.method not in SAFE_METHODS
 
     async def endpoint(request: Request) -> Response:
@@ -65,8 +73,12 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
         envelope = build_envelope(op, document)
 
         async def perform() -> Response:
-            return await _perform(op, validator, request.app.state.upstream, envelope,
-                                  document, creds, safe=not changes_state)
+            upstream: Upstream = request.app.state.upstream
+            if op.compute is not None:
+                ask = functools.partial(_ask, operations, upstream, creds)
+                return _respond(op, validator, await op.compute.run(envelope, ask))
+            return _respond(op, validator, await _perform(
+                op, validator, upstream, envelope, document, creds, safe=not changes_state))
 
         if key is None:
             return await perform()
@@ -86,22 +98,39 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
 
 async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
                    envelope: etree._Element, document: dict[str, JSON],
-                   creds: Credentials, *, safe: bool) -> Response:
-    """The upstream call and its answer as the client's response."""
+                   creds: Credentials, *, safe: bool) -> JSON | None:
+    """The upstream call and its answer as JSON (None for a 204)."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
     missing = names_not_found(op, envelope, answer.root)
     if missing is not None:  # a success that says the URL's thing is not there
         refusal, said = missing
         raise UpstreamRefused(refusal, None, said)
     if op.success == 204:
-        return Response(status_code=204)
+        return None
     body = read_answer(op, answer.root, document)
     gaps = validator.answer.missing(body)
     if gaps:
         raise UpstreamBadAnswer(f"the upstream's answer lacks {', '.join(gaps)}",
                                 upstream_status=answer.status)
+    return body
+
+
+async def _ask(operations: Operations, upstream: Upstream, creds: Credentials,
+               operation_id: str, path: Mapping[str, str]) -> JSON:
+    """What a computation asks: another (read-only) operation of the table, for the same
+    credentials, its answer as JSON. Its refusals are the computed operation's."""
+    op, validator = operations[operation_id]
+    document: dict[str, JSON] = {"auth": {"username": creds.username}, "path": dict(path),
+                                 "query": {}}
+    return await _perform(op, validator, upstream, build_envelope(op, document), document,
+                          creds, safe=True)
+
+
+def _respond(op: Operation, validator: OperationValidator, body: JSON | None) -> Response:
+    if body is None:
+        return Response(status_code=204)
     headers = {}
-    if op.location is not None:
+    if op.location is not None and isinstance(body, dict):
         # The ids come from the upstream: percent-encoded, they cannot break the header.
         headers["Location"] = op.location.format_map(
             {name: quote(str(value), safe="") for name, value in body.items()})
@@ -126,11 +155,14 @@ class OperationRoute(Route):
 def operation_routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
             settings: Settings, clock: Clock) -> list[Route]:
     routes: list[OperationRoute] = []
+    operations: dict[str, tuple[Operation, OperationValidator]] = {}
     for op in table.operations:
         validator = validators.get((op.method, op.path))
         if validator is None:
             raise MappingError(f"openapi.yaml has no {op.method} {op.path} ({op.operation_id})")
-        endpoint = _endpoint(op, validator, settings, clock)
+        operations[op.operation_id] = (op, validator)
+    for op, validator in operations.values():
+        endpoint = _endpoint(op, validator, settings, clock, operations)
         routes.append(OperationRoute(op.path, endpoint, methods=[op.method]))
     for route in routes:
         route.shadows = tuple(other for other in routes if other.path != route.path

@@ -104,6 +104,9 @@ def test_answer_fields_match_the_mapping_table(op_id):
     if op.success == 204:
         assert content is None and not op.response
         return
+    if op.compute is not None:  # its computation answers: tests/test_preview.py checks them
+        assert content is not None and not op.response
+        return
     assert _schema_paths(content["schema"], "") == _field_paths(op.response)
 
 
