@@ -69,6 +69,14 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy, valida
         blacklist, sender_ids = sdk.BlacklistApi(api), sdk.SenderIdsApi(api)
         credits = account.get_balance().credits
 
+        # What a send to two numbers would cost, nothing sent.
+        price = messages.preview_message(sdk.SendMessageRequest(
+            sender="DemoAPI", text="Shalom שלום", recipients=[
+                sdk.Recipient(phone="050-111-0001"), sdk.Recipient(phone="0501110002")]))
+        assert (price.credits, price.exact, price.sufficient) == (2, True, True)
+        assert [(t.encoding, t.parts, t.destinations) for t in price.texts] == [("UCS-2", 1, 2)]
+        assert account.get_balance().credits == credits
+
         # A send to two numbers with external ids; one credit each.
         sent = messages.send_message(sdk.SendMessageRequest(
             sender="DemoAPI", text="Your order has shipped", allow_replies=True,
@@ -218,6 +226,14 @@ def test_scenario_through_the_openapi_python_client(opc, proxy, validated):
     with client:
         call = Calls(opc, client)
         credits = call("get_balance", 200).credits_
+
+        price = call("preview_bulk", 200, body=models.SendBulkRequest(messages=[
+            models.BulkMessage(sender="DemoAPI", text="x" * 161,
+                               recipients=[models.Recipient(phone="050-222-0001")]),
+            models.BulkMessage(sender="DemoAPI", text="hi",
+                               recipients=[models.Recipient(phone="050-222-0001")])]))
+        assert (price.credits_, price.available_credits, price.sufficient) == (3, credits, True)
+        assert [(t.message, t.parts) for t in price.texts] == [(0, 2), (1, 1)]
 
         sent = call("send_message", 202, body=models.SendMessageRequest(
             sender="DemoAPI", text="Your order has shipped", allow_replies=True,

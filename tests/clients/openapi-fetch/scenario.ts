@@ -74,13 +74,21 @@ async function main(): Promise<void> {
   const credits = await balance();
   step("balance");
 
+  const order = {
+    sender: "DemoAPI", text: "Your order has shipped",
+    recipients: [{ phone: "050-444-0001", external_id: "fetch-order-1" },
+                 { phone: "+972504440002", external_id: "fetch-order-2" }],
+  };
+  const price = await client.POST("/v1/messages/preview", { body: order });
+  same([price.data?.credits, price.data?.exact, price.data?.sufficient,
+        price.data?.available_credits], [2, true, true, credits], "preview");
+  same(price.data?.texts.map((t) => [t.encoding, t.characters, t.parts, t.destinations]),
+    [["GSM-7", 22, 1, 2]], "previewed text");
+  same(await balance(), credits, "credits after a preview");
+  step("preview");
+
   const sent = await client.POST("/v1/messages", {
-    params: { header: { "Idempotency-Key": `fetch-${Date.now()}` } },
-    body: {
-      sender: "DemoAPI", text: "Your order has shipped",
-      recipients: [{ phone: "050-444-0001", external_id: "fetch-order-1" },
-                   { phone: "+972504440002", external_id: "fetch-order-2" }],
-    },
+    params: { header: { "Idempotency-Key": `fetch-${Date.now()}` } }, body: order,
   });
   check(sent.response.status === 202 && /^[0-9]+$/.test(sent.data?.campaign_id ?? ""),
     "send", sent.error);
