@@ -93,25 +93,32 @@ def price(argument: Any) -> Computation:
     credits_op, members_op = str(argument["credits"]), str(argument["members"])
     flag = CONVERTERS["flag"].from_xml
 
-    async def members(ask: Ask, list_id: str) -> list[str]:
-        answer = await ask(members_op, {"id": list_id})
-        contacts = answer.get("contacts") if isinstance(answer, dict) else None
-        return [str(c["phone"]) for c in contacts if isinstance(c, dict) and "phone" in c] \
-            if isinstance(contacts, list) else []
+    async def members(ask: Ask, list_id: str, known: dict[str, list[str]]) -> list[str]:
+        if list_id not in known:  # a list named twice is asked once
+            known[list_id] = await _members(ask, members_op, list_id)
+        return known[list_id]
 
     async def run(envelope: etree._Element, ask: Ask) -> JSON:
-        tally = _Tally()
+        tally, known = _Tally(), dict[str, list[str]]()
         raw = envelope.findtext(paths["unsubscribe"]) if "unsubscribe" in paths else None
         unsubscribe = int(raw) if raw and raw.isdigit() else 0
         if unsubscribe in UNSUBSCRIBE:
             tally.note(UNKNOWN_OPT_OUT.format(length=len(UNSUBSCRIBE[unsubscribe])))
         for index, message in enumerate(envelope.findall(paths["messages"])):
             await _price_message(index, message, paths, unsubscribe, tally,
-                                 lambda list_id: members(ask, list_id), flag)
+                                 lambda list_id: members(ask, list_id, known), flag)
         available = await ask(credits_op, {})
         return _answer(tally, available.get("credits") if isinstance(available, dict) else None)
 
     return Computation("price", run, (credits_op, members_op))
+
+
+async def _members(ask: Ask, operation: str, list_id: str) -> list[str]:
+    """The phones of a contact list's members, as the members operation answers them."""
+    answer = await ask(operation, {"id": list_id})
+    contacts = answer.get("contacts") if isinstance(answer, dict) else None
+    return [str(c["phone"]) for c in contacts if isinstance(c, dict) and "phone" in c] \
+        if isinstance(contacts, list) else []
 
 
 async def _price_message(index: int, message: etree._Element, paths: Mapping[str, str],

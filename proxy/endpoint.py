@@ -53,7 +53,9 @@ Operations = Mapping[str, tuple[Operation, OperationValidator]]
 
 def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
               clock: Clock, operations: Operations) -> Endpoint:
-    changes_state = op.method not in SAFE_METHODS
+    # A computed operation changes nothing (it only asks GET operations): no key, no ledger,
+    # so a repeat answers afresh (a preview's credits are those of now).
+    changes_state = op.method not in SAFE_METHODS and op.compute is None
 
     async def endpoint(request: Request) -> Response:
         authenticate: Authenticate = request.app.state.authenticate

@@ -130,3 +130,12 @@ def test_every_phone_the_spec_admits_the_proxy_accepts(schema, converter):
 
     accepted()
     assert not re.search(pattern, "0401234567" if schema == "MobileNumber" else "0123456")
+
+
+def test_the_operations_that_take_an_idempotency_key_are_those_that_change_state():
+    """Every non-GET operation of the table but a computed one (a preview changes nothing)."""
+    keyed = {op_id for op_id, (_, _, operation) in SPEC_OPERATIONS.items()
+             if any(p.get("$ref", "").endswith("/IdempotencyKey")
+                    for p in operation.get("parameters", []))}
+    assert keyed == {op.operation_id for op in TABLE.operations
+                     if op.method != "GET" and op.compute is None}
