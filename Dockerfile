@@ -21,10 +21,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Time zones come from the tzdata wheel (a dependency): zoneinfo falls back to it.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir --no-index --find-links "$WHEELS" "$WHEELS"/smsleads_proxy-*.whl
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin proxy
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin proxy \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/smsleads-proxy
 USER 10001
 # Every setting of README's configuration table can be given the same way (docker run -e).
-ENV SMSLEADS_PROXY_HOST=0.0.0.0 SMSLEADS_PROXY_PORT=8080 SMSLEADS_PROXY_WORKERS=1
+# The state (Idempotency-Keys, shared by the workers) outlives the container in its volume.
+ENV SMSLEADS_PROXY_HOST=0.0.0.0 SMSLEADS_PROXY_PORT=8080 SMSLEADS_PROXY_WORKERS=1 \
+    SMSLEADS_STATE_DIR=/var/lib/smsleads-proxy
+VOLUME ["/var/lib/smsleads-proxy"]
 EXPOSE 8080
 # No curl in a slim image: Python asks /healthz on the port the proxy was given.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

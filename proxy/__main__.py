@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import logging.config
 import os
 import sys
+import time
 from collections.abc import Sequence
 
-import uvicorn
 from starlette.applications import Starlette
 
 from proxy import logs
 from proxy.metrics import multiprocess_dir
-from proxy.settings import OPTIONS, Settings, SettingsError, load_settings
+from proxy.server import reserve_descriptors, serve
+from proxy.settings import OPTIONS, Settings, SettingsError, load_settings, named
 
 SANDBOX_BANNER = """\
 SMS Leads REST proxy on the embedded sandbox: nothing leaves this machine.
   Demo account: username demo, API token demo-token, 1000 credits.
   API docs:     {base}/docs
+  Console:      {base}/sandbox (what the phones would see)
   API:          {base}/openapi.yaml
   Try:          curl -u demo:demo-token {base}{read}
 """
@@ -66,11 +69,26 @@ def _export(settings: Settings) -> None:
 
 
 def _check(settings: Settings) -> None:
-    """Build the app once before forking workers: a bad table, spec or single-tenant setup
-    stops the start here, with a message, instead of in every worker."""
+    """Build the app and open its store once before forking workers: a bad table, spec,
+    single-tenant setup, state directory or Redis stops the start here, with a message,
+    instead of in every worker."""
     from proxy.app import create_app
+    from proxy.store import StoreError, open_store
+    from proxy.store.redis import RedisUnsafe
 
     create_app(settings)
+
+    async def open_and_close() -> None:
+        store = await open_store(settings, time.time)
+        await store.close()
+
+    try:
+        asyncio.run(open_and_close())
+    except RedisUnsafe as exc:
+        raise SettingsError(f"{exc}; to run on it all the same, set "
+                            f"{named('redis_volatile_ok')}") from exc
+    except StoreError as exc:
+        raise SettingsError(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,14 +97,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         sys.exit(f"smsleads-proxy: {exc}")
     logging.config.dictConfig(logs.config(settings.log_level))
-    if settings.workers > 1 and not settings.redis_url:
-        _log.warning("with several workers and no REDIS_URL, each worker keeps its own "
+    if settings.workers > 1 and settings.store_kind == "memory":
+        _log.warning("with several workers and the memory store, each worker keeps its own "
                      "Idempotency-Keys: a retry that reaches another worker is sent again")
     # The workers import prometheus_client after the directory is in their environment (this
     # process only supervises them), and it is removed when they have all stopped.
     with multiprocess_dir(settings.workers) as metrics_dir:
         try:
             _check(settings)
+            reserve_descriptors(settings)
         except (SettingsError, ValueError) as exc:
             sys.exit(f"smsleads-proxy: {exc}")
         _export(settings)
@@ -101,9 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if settings.workers > 1:
                 banner += SANDBOX_WORKERS.format(workers=settings.workers)
             print(banner, flush=True)
-        uvicorn.run("proxy.__main__:app_from_env", factory=True, host=settings.host,
-                    port=settings.port, workers=settings.workers,
-                    log_config=logs.config(settings.log_level), access_log=False)
+        serve(settings, "proxy.__main__:app_from_env", logs.config(settings.log_level))
 
 
 if __name__ == "__main__":

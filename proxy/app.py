@@ -22,19 +22,20 @@ import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from proxy import docs, health, problems
 from proxy.auth import credentials, tenant
 from proxy.breaker import Breaker
 from proxy.docs import load_spec
 from proxy.endpoint import operation_routes
-from proxy.idempotency import Ledger, open_store
+from proxy.idempotency import Ledger
 from proxy.mapping import Table, load_table
 from proxy.metrics import forget_dead_workers
 from proxy.observability import Monitor, Observer, WatchedUpstream
 from proxy.services import Service, lifespan
 from proxy.settings import Settings
+from proxy.store import open_store
 from proxy.transport import AiohttpTransport
 from proxy.types import Clock
 from proxy.validation import OperationValidator, compile_validators
@@ -56,11 +57,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sandbox_transport() -> httpx.AsyncBaseTransport:
+def _sandbox(workers: int) -> tuple[httpx.AsyncBaseTransport, list[BaseRoute]]:
+    """The embedded sandbox: its XML API as the upstream's wire, and its console's routes
+    (/sandbox: what the phones would see), which exist in sandbox mode only."""
+    from proxy.sandbox import console_routes
     from proxy.sandbox import create_app as create_sandbox
     from proxy.sandbox.__main__ import from_environment
 
-    return httpx.ASGITransport(app=create_sandbox(from_environment()))
+    sandbox = from_environment()
+    return (httpx.ASGITransport(app=create_sandbox(sandbox)),
+            console_routes(sandbox, workers=workers))
 
 
 def _upstream_service(settings: Settings, table: Table, monitor: Monitor, url: str,
@@ -88,16 +94,19 @@ def _deadline(settings: Settings) -> float:
 
 
 def _ledger_service(settings: Settings, clock: Clock) -> Service:
-    """The Idempotency-Key ledger on its store, as ``state.ledger``."""
+    """The proxy's store (``state.store``) and the Idempotency-Key ledger on it
+    (``state.ledger``)."""
 
     @asynccontextmanager
     async def service(state: State) -> AsyncIterator[None]:
         def seconds() -> float:
             return clock().timestamp()
 
-        store = open_store(settings.redis_url or "", settings.idempotency_max_keys, seconds)
+        store = await open_store(settings, seconds)
         try:
-            state.ledger = Ledger(store, seconds, _deadline(settings) + LEASE_MARGIN)
+            state.store = store
+            state.ledger = Ledger(store, seconds, _deadline(settings) + LEASE_MARGIN,
+                                  settings.idempotency_keys_per_credential)
             yield
         finally:
             await store.close()
@@ -118,25 +127,28 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     """The proxy for ``table`` (default: the packaged mapping.yaml and statuses.yaml) and
     ``spec`` (default: the packaged openapi.yaml, which every operation must appear in).
     ``services`` run after the proxy's own (a test's, or a feature's)."""
-    settings = settings or Settings()
+    settings = (settings or Settings()).check()
     packaged_table, packaged_spec, packaged_validators = _packaged()
     table = table or packaged_table
     validators = packaged_validators if spec is None else compile_validators(spec)
     spec = spec or packaged_spec
     held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
     url = settings.upstream_url
+    console: list[BaseRoute] = []
     if transport is None and settings.sandbox:
-        transport, url = _sandbox_transport(), SANDBOX_URL
+        (transport, console), url = _sandbox(settings.workers), SANDBOX_URL
     monitor = Monitor(lambda: clock().timestamp())
     readiness = health.Readiness(monitor, health.probe_envelope(table),
                                  settings.readiness_window, settings.readiness_timeout)
     routes = [
         *operation_routes(table, validators, settings, clock),
-        *docs.spec_routes(spec),
+        *docs.spec_routes(spec, [(op.window.start, op.window.end) for op in table.operations
+                                 if op.window], clock()),
         *health.routes(readiness),
         Route("/metrics", monitor.endpoint, methods=["GET"]),
         *docs.routes(),
         *problems.routes(table.statuses),
+        *console,
     ]
     app = Starlette(
         routes=routes,
@@ -144,6 +156,10 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
                            _ledger_service(settings, clock), _metrics_service, *services]),
         middleware=[Middleware(Observer, monitor=monitor)],
         exception_handlers=problems.HANDLERS)
+    # No redirect to the path with or without its trailing slash: Starlette builds its Location
+    # from the Host header, a client's POST would be resent elsewhere, and the paths are exact
+    # in the contract. A 404 problem names the path that exists (problems.py).
+    app.router.redirect_slashes = False
     app.state.authenticate = credentials if held is None else held.credentials
     app.state.tenant = held
     app.state.monitor = monitor

@@ -39,6 +39,13 @@ TENANT_CHALLENGE = 'Bearer realm="smsleads-proxy", Basic realm="smsleads-proxy",
 class Credentials:
     username: str
     token: str
+    # Who presented them, however spelt: the token itself, or in single-tenant mode the
+    # identified proxy API key. Idempotency-Keys and limits belong to it (only hashed).
+    principal: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.principal:
+            object.__setattr__(self, "principal", self.token)
 
     def __repr__(self) -> str:  # keeps the token out of tracebacks and debug output
         return f"Credentials(username={self.username!r}, token=<redacted>)"
@@ -74,7 +81,8 @@ def credentials(headers: Headers) -> Credentials:
         if not username:
             raise Unauthorized("a Bearer token needs the X-SMSLeads-Username header")
     else:
-        raise Unauthorized(f"unsupported authorization scheme {scheme[:20]!r}")
+        # Never quoted: an unknown scheme's value may be a bare token.
+        raise Unauthorized("use the Basic or the Bearer authorization scheme")
     username = username.strip()
     if not _USERNAME.fullmatch(username):
         raise Unauthorized("the username is empty, too long or has control characters")
@@ -105,12 +113,13 @@ class Tenant:
     def credentials(self, headers: Headers) -> Credentials:
         presented = digest(_presented_key(headers))
         # Every digest is compared, in constant time, so the answer's timing tells nothing.
-        known = False
+        known = b""
         for candidate in self.digests:
-            known |= hmac.compare_digest(presented, candidate)
+            if hmac.compare_digest(presented, candidate):
+                known = candidate
         if not known:
             raise Unauthorized("the API key is not one of this proxy's keys", TENANT_CHALLENGE)
-        return Credentials(self.username, self.token)
+        return Credentials(self.username, self.token, principal="key:" + known.hex())
 
 
 def _presented_key(headers: Headers) -> str:

@@ -122,11 +122,11 @@ def _parsed_national_number(value: str, raw: str, digits: str, pattern: re.Patte
     return national
 
 
-def _mobile_to_xml(value: JSON) -> str:
+def mobile_to_xml(value: JSON) -> str:
     return "0" + _national_number(value, _MOBILE, "mobile")
 
 
-def _phone_to_xml(value: JSON) -> str:
+def phone_to_xml(value: JSON) -> str:
     return "0" + _national_number(value, _ANY_ISRAELI, "mobile or landline")
 
 
@@ -258,8 +258,8 @@ CONVERTERS: dict[str, Converter] = {
         Converter("text", _text_to_xml, str),
         Converter("integer", _integer_to_xml, _integer_from_xml),
         Converter("flag", _flag_to_xml, _flag_from_xml),
-        Converter("mobile_phone", _mobile_to_xml, _phone_from_xml),
-        Converter("phone", _phone_to_xml, _phone_from_xml),
+        Converter("mobile_phone", mobile_to_xml, _phone_from_xml),
+        Converter("phone", phone_to_xml, _phone_from_xml),
         Converter("israel_time", _israel_time_to_xml, _israel_time_from_xml),
     )
 }

@@ -10,7 +10,10 @@ so "Try it out" calls the proxy that served the docs, whatever address reached i
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,15 @@ def load_spec() -> dict[str, Any]:
     return spec
 
 
-def spec_routes(spec: dict[str, Any]) -> list[Route]:
-    """The spec the app was built from: the packaged file as it is, and the same as JSON."""
+def spec_routes(spec: dict[str, Any], windows: Iterable[tuple[str, str]] = (),
+                now: datetime | None = None) -> list[Route]:
+    """The spec the app was built from: the packaged file as it is, and the same as JSON;
+    with ``now``, the examples of the ``windows``' parameters (pointers to their start and
+    end) moved to the day before it."""
     as_yaml = spec_bytes() if spec == load_spec() else yaml.safe_dump(
         spec, allow_unicode=True, sort_keys=False).encode()
+    if now is not None:
+        spec, as_yaml = _recent_windows(spec, as_yaml, dict(windows), now)
     as_json = json.dumps(spec, ensure_ascii=False).encode()
 
     async def openapi_yaml(request: Request) -> Response:
@@ -49,6 +57,37 @@ def spec_routes(spec: dict[str, Any]) -> list[Route]:
 
     return [Route("/openapi.yaml", openapi_yaml, methods=["GET"]),
             Route("/openapi.json", openapi_json, methods=["GET"])]
+
+
+def _recent_windows(spec: dict[str, Any], as_yaml: bytes, windows: dict[str, str],
+                    now: datetime) -> tuple[dict[str, Any], bytes]:
+    """A report window must start within the last 365 days (docs/upstream-protocol.md#report-
+    windows): the file's fixed example dates would stop working a year on. Served, the
+    window's examples are yesterday, so "Try it out" and a run from the examples always work.
+    The YAML keeps its form: only the example values change."""
+    spec = copy.deepcopy(spec)
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = {**dict.fromkeys(windows.values(), midnight.isoformat()),
+           **dict.fromkeys(windows, (midnight - timedelta(days=1)).isoformat())}
+    moved: dict[str, str] = {}
+    for parameter in _parameters(spec):
+        where = f"/{parameter.get('in')}/{parameter.get('name')}"
+        if where in day and isinstance(parameter.get("example"), str):
+            moved[parameter["example"]] = parameter["example"] = day[where]
+    text = as_yaml.decode("utf-8")
+    for old, new in moved.items():
+        text = text.replace(f"example: '{old}'", f"example: '{new}'")
+    return spec, text.encode("utf-8")
+
+
+def _parameters(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every parameter object of the spec once, its components' included, in file order."""
+    found = list(spec.get("components", {}).get("parameters", {}).values())
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            if isinstance(operation, dict):
+                found += [p for p in operation.get("parameters", ()) if "$ref" not in p]
+    return [p for p in found if isinstance(p, dict)]
 
 
 ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import quote
+from datetime import datetime, timedelta
+from urllib.parse import quote, urlencode
 
 from lxml import etree
 from starlette.requests import Request
@@ -23,20 +24,38 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from proxy import feeds
 from proxy.auth import Authenticate, Credentials
 from proxy.body import parse_json, read_bounded
-from proxy.errors import PayloadTooLarge, UpstreamBadAnswer, UpstreamRefused
+from proxy.errors import (
+    FieldError,
+    PayloadTooLarge,
+    RequestInvalid,
+    UpstreamBadAnswer,
+    UpstreamRefused,
+)
 from proxy.idempotency import Ledger, Ticket, key_of
-from proxy.mapping import MappingError, Operation, Table
+from proxy.mapping import Feed, MappingError, Operation, Paging, Table, Window
 from proxy.observability import request_id
 from proxy.problems import ProblemResponse
 from proxy.settings import Settings
-from proxy.translate import apply_window, build_envelope, names_not_found, read_answer
+from proxy.translate import (
+    MISSING,
+    Missing,
+    apply_window,
+    build_envelope,
+    names_not_found,
+    put,
+    read_answer,
+    resolve,
+)
 from proxy.types import JSON, Clock
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+INCOMPLETE_HEADER = "X-SMSLeads-Incomplete"  # a feed's minutes the upstream's cap cut
+MAX_LINK = 8000
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -70,6 +89,9 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
         if raw.strip():
             document["body"] = parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
+        if op.feed is not None and op.window is not None:  # the loader requires both
+            return await _feed_page(op, op.feed, op.window, validator, request, document,
+                                    creds, clock())
         if op.window is not None:
             apply_window(op.window, document, clock())
         envelope = build_envelope(op, document)
@@ -78,29 +100,27 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             upstream: Upstream = request.app.state.upstream
             if op.compute is not None:
                 ask = functools.partial(_ask, operations, upstream, creds)
-                return _respond(op, validator, await op.compute.run(envelope, ask))
-            return _respond(op, validator, await _perform(
-                op, validator, upstream, envelope, document, creds, safe=not changes_state))
+                return _respond(op, await op.compute.run(envelope, ask))
+            return await _perform(op, validator, upstream, envelope, document, creds,
+                                  safe=not changes_state)
 
         if key is None:
             return await perform()
         asked: JSON = {"operation": op.operation_id, "path": document["path"],
                        "query": document["query"], "body": document.get("body")}
-        # Keys belong to the credentials the client showed: its token, or in single-tenant
-        # mode the proxy API key it presented (every client shares the held token).
-        shown = creds.token if request.app.state.tenant is None else (
-            request.headers.get("authorization", ""))
+        # Keys belong to the credential, not its spelling: its token, or in single-tenant mode
+        # the identified proxy API key (every client shares the held token).
         ledger: Ledger = request.app.state.ledger
-        return await ledger.run(Ticket.of(creds.username, shown, key, asked), perform,
+        return await ledger.run(Ticket.of(creds.username, creds.principal, key, asked), perform,
                                 lambda error: ProblemResponse(error, request_id(request)))
 
     endpoint.__name__ = op.operation_id
     return endpoint
 
 
-async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
-                   envelope: etree._Element, document: dict[str, JSON],
-                   creds: Credentials, *, safe: bool) -> JSON | None:
+async def _answer(op: Operation, validator: OperationValidator, upstream: Upstream,
+                  envelope: etree._Element, document: dict[str, JSON], creds: Credentials,
+                  *, safe: bool) -> dict[str, JSON] | None:
     """The upstream call and its answer as JSON (None for a 204)."""
     answer = await upstream.call(envelope, creds.token, safe=safe)
     missing = names_not_found(op, envelope, answer.root)
@@ -124,11 +144,19 @@ async def _ask(operations: Operations, upstream: Upstream, creds: Credentials,
     op, validator = operations[operation_id]
     document: dict[str, JSON] = {"auth": {"username": creds.username}, "path": dict(path),
                                  "query": {}}
-    return await _perform(op, validator, upstream, build_envelope(op, document), document,
-                          creds, safe=True)
+    return await _answer(op, validator, upstream, build_envelope(op, document), document,
+                         creds, safe=True)
 
 
-def _respond(op: Operation, validator: OperationValidator, body: JSON | None) -> Response:
+async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
+                   envelope: etree._Element, document: dict[str, JSON],
+                   creds: Credentials, *, safe: bool) -> Response:
+    """The upstream call and its answer as the client's response."""
+    return _respond(op, await _answer(op, validator, upstream, envelope, document, creds,
+                                      safe=safe))
+
+
+def _respond(op: Operation, body: JSON | None) -> Response:
     if body is None:
         return Response(status_code=204)
     headers = {}
@@ -137,6 +165,99 @@ def _respond(op: Operation, validator: OperationValidator, body: JSON | None) ->
         headers["Location"] = op.location.format_map(
             {name: quote(str(value), safe="") for name, value in body.items()})
     return JSONResponse(body, status_code=op.success, headers=headers)
+
+
+async def _feed_page(op: Operation, feed: Feed, window: Window, validator: OperationValidator,
+                     request: Request, document: dict[str, JSON], creds: Credentials,
+                     now: datetime) -> Response:
+    """One page of a feed (proxy/feeds.py): from the window's start, or from a cursor."""
+    paging = feed.paging
+    query = document["query"] if isinstance(document["query"], dict) else {}
+    names = {_name(paging.cursor), _name(paging.limit)}
+    made_for = feeds.fingerprint(op.operation_id, {k: v for k, v in query.items()
+                                                   if k not in names})
+    # With the account's token in the key, a single-tenant proxy's clients cannot forge one.
+    key = feeds.cursor_key(creds.username, f"{creds.token}\0{creds.principal}")
+    limit = _limit(paging, resolve(document, paging.limit))
+    cursor = resolve(document, paging.cursor)
+    if isinstance(cursor, str):
+        position: feeds.Position | None = feeds.decode(cursor, key, made_for)
+    else:
+        position = _first(op, window, document, now)
+    upstream: Upstream = request.app.state.upstream
+    # A walk slower than its window's start's last minute in the upstream's year reads on from
+    # the year's edge: older rows are no longer kept (docs/upstream-protocol.md#paging).
+    earliest = feeds.minute_of(now - timedelta(days=window.max_age_days)) + 1
+
+    async def fetch(start: int, stop: int, batch: feeds.Batch) -> list[feeds.Row]:
+        if stop < earliest:
+            return []
+        start = max(start, earliest)
+        asked = {**document, "query": dict(query)}
+        put(asked, window.start, feeds.moment_of(start))
+        put(asked, window.end, feeds.moment_of(stop))
+        if batch is not None and feed.batch is not None:
+            put(asked, feed.batch, list(batch))
+        body = await _answer(op, validator, upstream, build_envelope(op, asked), asked, creds,
+                             safe=True)
+        rows = resolve(body or {}, feed.rows)
+        return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
+
+    page = feeds.Page([], None) if position is None else await feeds.read_page(
+        feed, window, position, limit, feeds.batches(feed, window, document), fetch)
+    return _page_response(feed, request, page, key, made_for)
+
+
+def _name(pointer: str) -> str:
+    return pointer.rpartition("/")[2]
+
+
+def _limit(paging: Paging, asked: JSON | Missing) -> int:
+    if asked is MISSING:
+        return paging.default_limit
+    if not isinstance(asked, int) or isinstance(asked, bool) or not (
+            1 <= asked <= paging.max_limit):
+        raise RequestInvalid([FieldError(paging.limit,
+                                         f"must be an integer from 1 to {paging.max_limit}")])
+    return asked
+
+
+def _first(op: Operation, window: Window, document: dict[str, JSON],
+           now: datetime) -> feeds.Position | None:
+    """A walk's first position: the window, its end no later than now (None: it is empty)."""
+    bounds = apply_window(window, document, now, splits=True)
+    build_envelope(op, document)  # a date the upstream cannot carry is a 422 naming it
+    if bounds is None:
+        return None
+    begin, finish = bounds
+    start, end = feeds.minute_of(begin), feeds.minute_of(min(finish, now))
+    return feeds.Position(end, start) if start <= end else None
+
+
+def _page_response(feed: Feed, request: Request, page: feeds.Page, key: bytes,
+                   made_for: bytes) -> Response:
+    body: dict[str, JSON] = {}
+    put(body, feed.rows, list(page.rows))
+    headers = {}
+    if page.next is not None:
+        cursor = feeds.encode(page.next, key, made_for)
+        body["next_cursor"] = cursor
+        name = _name(feed.paging.cursor)
+        pairs = [(k, v) for k, v in request.query_params.multi_items() if k != name]
+        # RFC 8288 §3.2: a reference relative to the request's own URL; none longer than
+        # servers must read (RFC 9110 §4.1: 8,000 octets), such as one naming 1,500 ids.
+        url = f"{request.url.path}?{urlencode([*pairs, (name, cursor)])}"
+        if len(url) <= MAX_LINK:
+            headers["Link"] = f'<{url}>; rel="next"'
+    if page.cuts:
+        body["incomplete"] = [{"minute": cut.minute, "reachable": cut.reachable}
+                              for cut in page.cuts]
+        # An RFC 8941 list of strings with a parameter.
+        headers[INCOMPLETE_HEADER] = ", ".join(f'"{cut.minute}";reachable={cut.reachable}'
+                                               for cut in page.cuts)
+    if page.overlap is not None:
+        body["overlap"] = {"minute": page.overlap[0], "rows": page.overlap[1]}
+    return JSONResponse(body, headers=headers)
 
 
 class OperationRoute(Route):

@@ -4,12 +4,17 @@
                                    -> application/problem+json, one handler in app.py
     ├── ClientError                the request is wrong; nothing was sent upstream
     │   ├── MalformedRequest       400  the body is not JSON (or not UTF-8)
+    │   ├── InvalidCursor          400  a cursor altered, or made for other credentials or query
     │   ├── Unauthorized           401  no usable credentials
     │   ├── RouteNotFound          404  no such resource
     │   ├── MethodNotAllowed       405
+    │   ├── RequestTimeout         408  the headers came too slowly (proxy/server.py)
     │   ├── PayloadTooLarge        413
     │   ├── UnsupportedMediaType   415
-    │   └── RequestInvalid         422  with `errors`: a JSON pointer and a detail per field
+    │   ├── RequestInvalid         422  with `errors`: a JSON pointer and a detail per field
+    │   ├── HeadersTooLarge        431  the request line and headers are too long (server.py)
+    │   └── SandboxConflict        409  a sandbox console action that its state refuses
+    ├── ServerBusy                 503  every connection a worker may hold is busy (server.py)
     ├── IdempotencyError           about an Idempotency-Key; nothing was sent upstream
     │   ├── IdempotencyKeyInvalid  400  not 1-255 printable characters
     │   ├── IdempotencyKeyInUse    409  the first request with the key is still running
@@ -29,7 +34,8 @@ idempotency.py stores final answers, frees the key when nothing happened and hol
 doubt otherwise (README, "Failure semantics").
 
 Foreign exceptions (httpx, lxml, json, redis) are translated to these in exactly one place
-each: upstream.py for the wire, app.py for the request body, idempotency.py for the key store.
+each: upstream.py for the wire, app.py for the request body, idempotency.py for the key store,
+sandbox/console.py for the sandbox's own control errors and the console's request bodies.
 """
 
 from __future__ import annotations
@@ -102,6 +108,11 @@ class MalformedRequest(ClientError):
     status, slug, title = 400, "malformed-request", "The request body is not valid JSON"
 
 
+class InvalidCursor(ClientError):
+    status, slug, title = 400, "invalid-cursor", (
+        "The cursor was not made for this query and these credentials")
+
+
 class Unauthorized(ClientError):
     status, slug, title = 401, "unauthorized", "Credentials are missing or malformed"
 
@@ -129,17 +140,38 @@ class UnsupportedMediaType(ClientError):
     status, slug, title = 415, "unsupported-media-type", "The request body must be JSON"
 
 
+class RequestTimeout(ClientError):
+    status, slug, title = 408, "request-timeout", "The request's headers did not arrive in time"
+
+
+class HeadersTooLarge(ClientError):
+    status, slug, title = 431, "headers-too-large", "The request's headers are too large"
+
+
 class RequestInvalid(ClientError):
     status, slug, title = 422, "invalid-request", "The request has invalid fields"
 
     def __init__(self, errors: list[FieldError]) -> None:
         detail = "; ".join(f"{e.pointer}: {e.detail}" for e in errors[:5])
-        if len(errors) > 5:
+        if len(errors) > MAX_FIELD_ERRORS:  # the validator stops counting past the limit
+            detail += f"; and more (the first {MAX_FIELD_ERRORS} are listed)"
+        elif len(errors) > 5:
             detail += f"; and {len(errors) - 5} more"
-        if len(errors) > MAX_FIELD_ERRORS:
-            detail += f" (the first {MAX_FIELD_ERRORS} are listed)"
         super().__init__(detail, errors=[e.as_json() for e in errors[:MAX_FIELD_ERRORS]])
         self.errors = errors
+
+
+class SandboxConflict(ClientError):
+    """The sandbox console's control calls (proxy/sandbox/console.py): a delivery already
+    reported, a clock that is the system's, an account with nothing to reset to."""
+
+    status, slug, title = 409, "sandbox-conflict", "The sandbox cannot do that in its state"
+
+
+class ServerBusy(ProblemError):
+    status, slug, title = 503, "server-busy", "The proxy is answering as many requests as it can"
+    outcome = Outcome.NONE  # refused before the request was read
+    retry_after = 1
 
 
 class IdempotencyError(ProblemError):

@@ -71,4 +71,6 @@ def config(level: str) -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
             "smsleads_proxy": {"handlers": ["stderr"], "level": level, "propagate": False},
         },
+        # Everything else (asyncio, redis, aiohttp, a library's warning): JSON and redacted too.
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
     }

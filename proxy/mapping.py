@@ -25,12 +25,14 @@ SUCCESS_STATUSES = {200, 201, 202, 204}
 
 # The words of the table language, each documented in mapping.yaml's header and used by it
 # (tests/test_table_language.py holds all three to each other).
-TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness"})
+TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging"})
 OPERATION_KEYS = frozenset({"http", "command", "success", "request", "response", "location",
-                            "not_found", "window", "compute"})
+                            "not_found", "window", "feed", "compute"})
 ELEMENT_KEYS = frozenset({"from", "default", "each", "convert", "attributes", "children"})
 FIELD_KEYS = frozenset({"from", "echo", "convert", "each", "where", "group_by", "fields"})
-WINDOW_KEYS = frozenset({"from", "to", "max_days", "max_age_days", "default_days"})
+WINDOW_KEYS = frozenset({"from", "to", "max_days", "max_age_days", "default_days", "max_rows"})
+PAGING_KEYS = frozenset({"cursor", "limit", "default_limit", "max_limit"})
+FEED_KEYS = frozenset({"rows", "order", "identity", "batch"})
 
 
 class MappingError(ValueError):
@@ -83,6 +85,28 @@ class Window:
     max_days: int
     max_age_days: int
     default_days: int
+    max_rows: int | None = None  # the most rows one answer holds: one that long may be cut
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """How a client asks for a page of any feed (the top-level ``paging:``)."""
+
+    cursor: str  # pointers into the request document
+    limit: str
+    default_limit: int
+    max_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """An operation whose answer is a list of dated rows, read page by page over its window."""
+
+    rows: str                   # pointer into the JSON answer: the rows
+    order: str                  # pointer into a row: its date, whole minutes, oldest first
+    identity: tuple[str, ...]   # pointers into a row: what tells two rows apart
+    paging: Paging
+    batch: str | None = None    # pointer to a query array sent in parts of max_rows items
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +121,7 @@ class Operation:
     location: str | None = None
     not_found: NotFoundRule | None = None
     window: Window | None = None
+    feed: Feed | None = None
     compute: Computation | None = None  # answered here from the envelope, which is not sent
 
     @property
@@ -167,6 +192,17 @@ class _Reader:
         value = self.text(key)
         if value is not None and value and not value.startswith("/"):
             raise self.child(key).fail(f"{value!r} is not a JSON pointer (starts with /)")
+        return value
+
+    def pointer_value(self) -> str:
+        if not isinstance(self.data, str) or not self.data.startswith("/"):
+            raise self.fail(f"{self.data!r} is not a JSON pointer (starts with /)")
+        return self.data
+
+    def positive(self, key: str) -> int:
+        value = self.data[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise self.child(key).fail("must be a positive integer")
         return value
 
     def element_path(self, key: str) -> str | None:
@@ -303,7 +339,7 @@ class _Loader:
         return tuple(choices)
 
     def operation(self, reader: _Reader, operation_id: str,
-                  envelope: tuple[Element, ...]) -> Operation:
+                  envelope: tuple[Element, ...], paging: Paging | None = None) -> Operation:
         data = reader.mapping(set(OPERATION_KEYS), {"http", "command", "success"})
         method, _, path = str(data["http"]).partition(" ")
         if method not in HTTP_METHODS or not path.startswith("/v1/"):
@@ -312,15 +348,17 @@ class _Loader:
             raise reader.child("success").fail(f"must be one of {sorted(SUCCESS_STATUSES)}")
         not_found = self.not_found(reader.child("not_found")) if "not_found" in data else None
         compute = self.computation(reader.child("compute")) if "compute" in data else None
-        if compute is not None and {"response", "not_found", "location"} & set(data):
+        if compute is not None and {"response", "not_found", "location", "feed"} & set(data):
             raise reader.fail("a computed operation's answer is the computation's: "
-                              "no response, not_found or location")
-        window = None
-        if "window" in data:
-            w = reader.child("window")
-            w.mapping(set(WINDOW_KEYS), WINDOW_KEYS)
-            window = Window(str(w.pointer("from")), str(w.pointer("to")), int(w.data["max_days"]),
-                            int(w.data["max_age_days"]), int(w.data["default_days"]))
+                              "no response, not_found, location or feed")
+        window = self.window(reader.child("window")) if "window" in data else None
+        feed = None
+        if "feed" in data:
+            if window is None or window.max_rows is None:
+                raise reader.child("feed").fail("a feed needs a window with max_rows")
+            if paging is None:
+                raise reader.child("feed").fail("a feed needs the top-level paging:")
+            feed = self.feed(reader.child("feed"), paging)
         return Operation(
             operation_id=operation_id,
             method=method,
@@ -333,8 +371,32 @@ class _Loader:
             location=reader.text("location"),
             not_found=not_found,
             window=window,
+            feed=feed,
             compute=compute,
         )
+
+    def window(self, w: _Reader) -> Window:
+        w.mapping(set(WINDOW_KEYS), WINDOW_KEYS - {"max_rows"})
+        numbers = {key: w.positive(key) for key in ("max_days", "max_age_days", "default_days",
+                                                    "max_rows") if key in w.data}
+        return Window(str(w.pointer("from")), str(w.pointer("to")), **numbers)
+
+    def feed(self, f: _Reader, paging: Paging) -> Feed:
+        f.mapping(set(FEED_KEYS), FEED_KEYS - {"batch"})
+        identity = f.child("identity")
+        if not isinstance(identity.data, list) or not identity.data:
+            raise identity.fail("must be a list of pointers into a row")
+        pointers = tuple(str(identity.child(i).pointer_value()) for i in range(len(identity.data)))
+        return Feed(str(f.pointer("rows")), str(f.pointer("order")), pointers, paging,
+                    f.pointer("batch"))
+
+
+def _paging(reader: _Reader) -> Paging:
+    reader.mapping(set(PAGING_KEYS), PAGING_KEYS)
+    default, most = reader.positive("default_limit"), reader.positive("max_limit")
+    if default > most:
+        raise reader.child("default_limit").fail("must not be over max_limit")
+    return Paging(str(reader.pointer("cursor")), str(reader.pointer("limit")), default, most)
 
 
 def _check_asks(reader: _Reader, operations: tuple[Operation, ...]) -> None:
@@ -385,10 +447,10 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
     statuses = load_statuses(_read_yaml("statuses.yaml") if status_data is None else status_data)
     loader = _Loader(file, enums, statuses)
     envelope = loader.elements(top.child("envelope")) if "envelope" in data else ()
+    paging = _paging(top.child("paging")) if "paging" in data else None
     ops_reader = top.child("operations")
-    operations = tuple(
-        loader.operation(ops_reader.child(op_id), op_id, envelope) for op_id in ops_reader.mapping()
-    )
+    operations = tuple(loader.operation(ops_reader.child(op_id), op_id, envelope, paging)
+                       for op_id in ops_reader.mapping())
     seen: dict[tuple[str, str], str] = {}
     for op in operations:
         key = (op.method, op.path)

@@ -31,13 +31,27 @@ class ProblemResponse(JSONResponse):
         super().__init__(body, status_code=error.status, headers=error.headers)
 
 
+def _routes(request: Request, path: str | None = None) -> list[Route]:
+    """The routes of the request's path (or of ``path``), whatever their methods."""
+    scope = request.scope if path is None else {**request.scope, "path": path}
+    return [route for route in request.app.routes
+            if isinstance(route, Route) and route.matches(scope)[0] is not Match.NONE]
+
+
 def _allowed(request: Request) -> str:
     """Every method of the resource (RFC 9110 §15.5.6). Each operation is its own route, and
     Starlette's 405 names only the methods of the first route that matched the path."""
-    methods = {method for route in request.app.routes
-               if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
-               for method in route.methods or ()}
-    return ", ".join(sorted(methods))
+    return ", ".join(sorted({method for route in _routes(request)
+                             for method in route.methods or ()}))
+
+
+def _not_found(request: Request) -> RouteNotFound:
+    """404, naming the path without its trailing slash when that one exists (app.py turns
+    Starlette's redirect off)."""
+    path = request.url.path
+    if path.endswith("/") and path != "/" and _routes(request, path.rstrip("/")):
+        return RouteNotFound(f"no resource at {path}; the resource is {path.rstrip('/')}")
+    return RouteNotFound(f"no resource at {path}")
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
@@ -48,8 +62,7 @@ async def _problem(request: Request, exc: Exception) -> Response:
         error.headers["Allow"] = _allowed(request)
         return ProblemResponse(error, request_id(request))
     if isinstance(exc, HTTPException) and exc.status_code == 404:
-        return ProblemResponse(RouteNotFound(f"no resource at {request.url.path}"),
-                               request_id(request))
+        return ProblemResponse(_not_found(request), request_id(request))
     raise exc
 
 

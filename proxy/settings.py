@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-DEFAULT_UPSTREAM = "https://app.smsleads.co.il/api"  # docs/upstream-protocol.md#transport
+DEFAULT_UPSTREAM = "https://app.smsleads.co.il/api"
+STORES = ("sqlite", "memory", "redis")  # docs/upstream-protocol.md#transport
 
 
 class SettingsError(ValueError):
@@ -87,6 +88,19 @@ def _readable_file(text: str) -> str:
     return text
 
 
+def _store(text: str) -> str:
+    kind = text.strip().lower()
+    if kind not in STORES:
+        raise ValueError(f"must be one of {', '.join(STORES)}")
+    return kind
+
+
+def default_state_dir() -> str:
+    """$XDG_STATE_HOME/smsleads-proxy (the XDG Base Directory spec's place for state)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "smsleads-proxy")
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -102,8 +116,14 @@ class Settings:
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
     upstream_connect_timeout: float = 5.0
-    max_body_bytes: int = 10 * 1024 * 1024
+    # The largest legitimate request, 1,000 messages of 1,005 Hebrew letters written as
+    # \uXXXX escapes (Python's json.dumps default) and 10,000 recipients, is about 7 MB.
+    max_body_bytes: int = 8 * 1024 * 1024
     max_answer_bytes: int = 8 * 1024 * 1024
+    # HTTP limits (proxy/server.py): Node's and h11's default header size
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    max_connections: int = 1000
     sandbox: bool = False
     log_level: str = "info"
     readiness_window: float = 30.0
@@ -115,11 +135,32 @@ class Settings:
     token_file: str | None = None
     api_keys: str | None = field(default=None, repr=False)
     api_keys_file: str | None = None
+    store: str | None = None  # sqlite, or redis when redis_url is set
+    state_dir: str | None = None  # default_state_dir()
     redis_url: str | None = None
-    idempotency_max_keys: int = 100_000
+    redis_volatile_ok: bool = False
+    idempotency_max_keys: int = 1_000_000
+    idempotency_keys_per_credential: int = 100_000
     read_retries: int = 2
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
+
+    @property
+    def store_kind(self) -> str:
+        return self.store or ("redis" if self.redis_url else "sqlite")
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir or default_state_dir())
+
+    def check(self) -> Settings:
+        """The settings that cannot be judged one by one."""
+        if self.store_kind == "redis" and not self.redis_url:
+            raise SettingsError(f"{named('store')}=redis needs {named('redis_url')}")
+        if self.store_kind != "redis" and self.redis_url:
+            raise SettingsError(f"{named('redis_url')} is set but {named('store')} is "
+                                f"{self.store_kind}: leave one out")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +189,13 @@ OPTIONS: tuple[Option, ...] = (
            "largest request body accepted (413 above)"),
     Option("max_answer_bytes", "SMSLEADS_MAX_ANSWER_BYTES", _positive_int,
            "largest upstream answer read (502 above)"),
+    Option("max_header_bytes", "SMSLEADS_MAX_HEADER_BYTES", _positive_int,
+           "largest request line and headers accepted (431 above)"),
+    Option("header_timeout", "SMSLEADS_HEADER_TIMEOUT", _positive_float,
+           "seconds a client has to send a request's headers (408 and closed after)"),
+    Option("max_connections", "SMSLEADS_MAX_CONNECTIONS", _positive_int,
+           "connections each worker holds; beyond, the longest idle one is closed, or 503 "
+           "`server-busy` when all are busy"),
     Option("sandbox", "SMSLEADS_SANDBOX", _flag,
            "answer from the embedded sandbox instead of SMS Leads"),
     Option("log_level", "SMSLEADS_LOG_LEVEL", _log_level, "debug, info, warning or error"),
@@ -167,10 +215,23 @@ OPTIONS: tuple[Option, ...] = (
            secret=True),
     Option("api_keys_file", "SMSLEADS_PROXY_API_KEYS_FILE", _readable_file,
            "single-tenant: a file of API keys, one a line (`#` comments)"),
+    Option("store", "SMSLEADS_STORE", _store,
+           "where shared state lives: `sqlite` (a file in `--state-dir`, every worker of "
+           "this host), `redis` (`--redis-url`, several hosts) or `memory` (this process "
+           "only, lost at restart); unset: `redis` with a Redis URL, else `sqlite`"),
+    Option("state_dir", "SMSLEADS_STATE_DIR", _text,
+           "the directory of the SQLite state file (unset: `$XDG_STATE_HOME/smsleads-proxy`, "
+           "by default `~/.local/state/smsleads-proxy`)"),
     Option("redis_url", "REDIS_URL", _redis_url,
-           "Redis for Idempotency-Keys shared by every process (unset: this process's memory)"),
+           "Redis shared by every process on every host (`redis://`, `rediss://`, `unix://`)"),
+    Option("redis_volatile_ok", "SMSLEADS_REDIS_VOLATILE_OK", _flag,
+           "accept a Redis without the append-only file or with evictions (a restart or a "
+           "full Redis then forgets Idempotency-Keys)"),
     Option("idempotency_max_keys", "SMSLEADS_IDEMPOTENCY_MAX_KEYS", _positive_int,
-           "Idempotency-Keys kept in memory (without Redis); new keys get 503 beyond"),
+           "Idempotency-Keys kept in all; new keys get 503 beyond"),
+    Option("idempotency_keys_per_credential", "SMSLEADS_IDEMPOTENCY_KEYS_PER_CREDENTIAL",
+           _positive_int, "Idempotency-Keys one credential may hold at once; its new keys "
+           "get 503 beyond"),
     Option("read_retries", "SMSLEADS_READ_RETRIES", _count,
            "extra tries of a read (GET) when no connection to the upstream could be made"),
     Option("breaker_failures", "SMSLEADS_BREAKER_FAILURES", _positive_int,
@@ -222,4 +283,4 @@ def load_settings(argv: Sequence[str] | None = None,
             shown_raw = "<hidden>" if option.secret else repr(raw)
             detail = str(exc) if "must" in str(exc) else f"cannot read {shown_raw}"
             raise SettingsError(f"invalid {origin}={shown_raw}: {detail}") from exc
-    return Settings(**values)
+    return Settings(**values).check()

@@ -148,36 +148,42 @@ def build_envelope(op: Operation, document: JSON) -> etree._Element:
     return root
 
 
-def apply_window(window: Window, document: dict[str, JSON], now: datetime) -> None:
+def apply_window(window: Window, document: dict[str, JSON], now: datetime, *,
+                 splits: bool = False) -> tuple[datetime, datetime] | None:
     """Fill in the window's defaults, then check the upstream's rule (at most 7 days long,
     at most 365 days back: docs/upstream-protocol.md#report-windows), so a bad window is a
-    422 naming the field."""
+    422 naming the field. A window that ``splits`` (a feed's) may be longer. The window, or
+    None when a date is unreadable (its converter names it)."""
     start, end = resolve(document, window.start), resolve(document, window.end)
     try:
         finish = now.replace(microsecond=0) if end is MISSING else instant(end)
         begin = finish - timedelta(days=window.default_days) if start is MISSING else instant(start)
     except (ConversionError, OverflowError):  # a date at the end of the calendar, say
-        return  # the field's converter names it
+        return None
     if end is MISSING:
-        _put(document, window.end, finish.isoformat())
+        put(document, window.end, finish.isoformat())
     if start is MISSING:
-        _put(document, window.start, begin.isoformat())
+        put(document, window.start, begin.isoformat())
     errors = []
     if finish < begin:
         errors.append(FieldError(window.end, "must not be before from"))
-    elif finish - begin > timedelta(days=window.max_days):
+    elif not splits and finish - begin > timedelta(days=window.max_days):
         errors.append(FieldError(window.end, f"the window may span at most {window.max_days} days"))
     if begin < now - timedelta(days=window.max_age_days):
         errors.append(FieldError(window.start,
                                  f"must be at most {window.max_age_days} days in the past"))
     if errors:
         raise RequestInvalid(errors)
+    return begin, finish
 
 
-def _put(document: dict[str, JSON], pointer: str, value: JSON) -> None:
-    """Set a value at a two-level pointer such as /query/to."""
-    part, _, name = pointer[1:].partition("/")
-    container = document.setdefault(part, {})
+def put(document: dict[str, JSON], pointer: str, value: JSON) -> None:
+    """Set the value at a pointer such as /query/to, making the objects on the way."""
+    *parents, name = _tokens(pointer)
+    container: JSON = document
+    for token in parents:
+        if isinstance(container, dict):
+            container = container.setdefault(token, {})
     if isinstance(container, dict):
         container[name] = value
 

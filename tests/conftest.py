@@ -95,35 +95,65 @@ def spawned(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Po
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, **popen)
     assert process.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()],
-                              daemon=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout or ():
+            lines.put(line)
+        lines.put(None)  # the end of its output: it exited
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        seen = []
-        while ready not in (line := lines.get(timeout=30)):
-            seen.append(line)
-            if process.poll() is not None and lines.empty():
+        seen: list[str] = []
+        while (line := lines.get(timeout=60)) is None or ready not in line:
+            if line is None:
                 pytest.fail(f"{argv[0]} exited before it was ready:\n{''.join(seen)}")
+            seen.append(line)
         yield process
     finally:
-        os.kill(process.pid, signal.SIGTERM)
+        if process.poll() is None:  # a test may have stopped it itself
+            os.kill(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
         reader.join(timeout=10)
         process.stdout.close()
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """redis://127.0.0.1:<free port>, a redis-server of its own (Debian package)."""
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own $XDG_STATE_HOME: the proxy's default state file (proxy/store/sqlite.py)
+    is the test's, in process and in the processes it starts."""
+    home = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home
+
+
+def redis_argv(directory: Path, port: int, *options: str) -> list[str]:
+    """A redis-server (Debian package) on 127.0.0.1, persisting in ``directory`` (append-only
+    file on, as the proxy asks) unless ``options`` say otherwise."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run tests/run, which installs it")
-    port = free_port()
-    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))]
-    with spawned(argv, "Ready to accept connections"):
-        yield f"redis://127.0.0.1:{port}/0"
+    return [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+            "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(directory),
+            *options]
+
+
+@contextmanager
+def redis_process(directory: Path, *options: str, port: int | None = None
+                  ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A redis-server of a test's own: its URL and its process (to pause, kill, restart)."""
+    port = port or free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    with spawned(redis_argv(directory, port, *options), "Ready to accept connections") as process:
+        yield f"redis://127.0.0.1:{port}/0", process
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """redis://127.0.0.1:<free port>, the session's redis-server."""
+    with redis_process(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
 
 
 @pytest.fixture
@@ -136,13 +166,14 @@ def redis_url(redis_server: str) -> str:
 
 
 @contextmanager
-def sandbox_process(accounts: list[dict[str, Any]], workdir: Path) -> Iterator[str]:
-    """``python -m proxy.sandbox`` on a free port with extra accounts; its API URL."""
+def sandbox_process(accounts: list[dict[str, Any]], workdir: Path,
+                    *args: str) -> Iterator[str]:
+    """``python -m proxy.sandbox`` on a free port with extra accounts (and flags); its API URL."""
     port = free_port()
     file = workdir / "accounts.json"
     file.write_text(json.dumps(accounts))
     argv = [sys.executable, "-m", "proxy.sandbox", "--host", "127.0.0.1", "--port", str(port),
-            "--accounts", str(file), "--seed", "1", "--dlr-delay", "0"]
+            "--accounts", str(file), "--seed", "1", "--dlr-delay", "0", *args]
     with spawned(argv, "Uvicorn running on", cwd=ROOT):
         yield f"http://127.0.0.1:{port}/api"
 

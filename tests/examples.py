@@ -36,7 +36,11 @@ class Call:
 def example(op: Operation) -> Call:
     operation = SPEC["paths"][op.path][op.method.lower()]
     path, query = {}, {}
+    # A cursor is one the proxy made for an earlier page: a client never writes one.
+    made = {op.feed.paging.cursor} if op.feed is not None else set()
     for parameter in map(_deref, operation.get("parameters", [])):
+        if f"/{parameter['in']}/{parameter['name']}" in made:
+            continue
         if parameter["in"] == "path":
             path[parameter["name"]] = parameter["example"]
         elif parameter["in"] == "query":

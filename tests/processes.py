@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,6 +37,14 @@ class Server:
         """Every JSON line the server wrote to stderr so far."""
         complete = self.stderr.read_text("utf-8").split("\n")[:-1]  # not a line being written
         return [json.loads(line) for line in complete if line.startswith("{")]
+
+    def kill(self) -> int:
+        """SIGKILL to the whole process group (the supervisor and every worker), as a crash
+        or an OOM killer would; the exit code."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        return self.process.returncode
 
     def stop(self) -> int:
         """SIGTERM by PID, as an orchestrator stops a container; the exit code."""
@@ -78,11 +87,16 @@ def running(tmp_path: Path, args: Sequence[str] = (), *, env: Mapping[str, str] 
     stderr = tmp_path / f"proxy-{port}.log"
     argv = list(command or [sys.executable, "-m", "proxy"]) + list(args)
     with stderr.open("wb") as sink:
+        # A session of its own: kill() reaches the workers of a --workers N proxy too.
         process = subprocess.Popen(argv, cwd=cwd or ROOT, env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=sink)
+                                   stdout=subprocess.DEVNULL, stderr=sink,
+                                   start_new_session=True)
     server = Server(process, f"http://127.0.0.1:{port}", stderr)
     try:
         _wait_until_up(server)
         yield server
     finally:
         server.stop()
+        if server.process.returncode is not None:  # workers a killed supervisor left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.process.pid, signal.SIGKILL)

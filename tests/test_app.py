@@ -61,6 +61,8 @@ def test_bearer_token_with_username_header():
     None, "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Bearer abc",
     "Digest x", "Basic " + base64.b64encode(b"demo:bad token").decode(),
     "Basic " + base64.b64encode(b":demo-token").decode(),
+    "Basic " + base64.b64encode(b"demo:").decode(),  # an empty token
+    "Token demo-token-xyz1234", "demo-token-xyz1234",  # an unknown scheme, a bare token
 ])
 def test_missing_or_malformed_credentials_are_401_before_any_upstream_call(header):
     recorder = Recorder(BALANCE)
@@ -70,7 +72,7 @@ def test_missing_or_malformed_credentials_are_401_before_any_upstream_call(heade
     problem = assert_problem(response, 401, "unauthorized")
     assert "Basic" in response.headers["www-authenticate"]
     assert recorder.requests == []
-    assert "demo-token" not in json.dumps(problem)
+    assert "demo-token" not in json.dumps(problem)  # no credential byte is ever quoted
 
 
 def test_upstream_credential_errors_are_401_with_the_raw_code():
@@ -144,6 +146,21 @@ def test_unknown_route_is_404_and_wrong_method_is_405():
         assert "GET" in response.headers["allow"]
 
 
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1/messages/"), ("GET", "/v1/balance/"), ("GET", "/v1/contact-lists/17/"),
+    ("GET", "/docs/"),
+])
+def test_a_trailing_slash_is_404_naming_the_resource_never_a_redirect(method, path):
+    recorder = Recorder(SENT)
+    with client_for(recorder) as client:
+        response = client.request(method, path, json=MESSAGE, follow_redirects=False,
+                                  headers={"Host": "attacker.example"})
+    problem = assert_problem(response, 404, "not-found")
+    assert problem["detail"] == f"no resource at {path}; the resource is {path.rstrip('/')}"
+    assert "location" not in response.headers
+    assert recorder.requests == []
+
+
 @pytest.mark.parametrize(("path", "allow"), [
     ("/v1/contact-lists", "GET, HEAD, POST"),      # two operations, two routes
     ("/v1/contact-lists/17", "DELETE, GET, HEAD"),
@@ -211,10 +228,10 @@ def test_either_recipients_or_contact_lists_are_needed():
     assert "recipients" in problem["errors"][0]["detail"]
 
 
+# A window longer than 7 days is no error: it is read a week at a time (test_operations.py).
 @pytest.mark.parametrize("query, pointer", [
-    ({"from": "2026-11-10T00:00:00+02:00"}, "/query/to"),
-    ({"from": "2026-11-01T00:00:00+02:00", "to": "2026-11-20T00:00:00+02:00"}, "/query/to"),
     ({"from": "2026-11-20T00:00:00+02:00", "to": "2026-11-19T00:00:00+02:00"}, "/query/to"),
+    ({"from": "2026-11-26T00:00:00+02:00"}, "/query/to"),  # from after now, the default to
     ({"from": "2025-01-01T00:00:00+02:00", "to": "2025-01-02T00:00:00+02:00"}, "/query/from"),
     ({"from": "yesterday", "to": "2026-11-20T00:00:00+02:00"}, "/query/from"),
     ({"from": "2026-11-20T00:00:00+02:00", "to": "2026-11-21T00:00:00+02:00", "x": "1"}, "/query/x"),
@@ -309,6 +326,25 @@ def test_the_spec_is_served_as_yaml_and_json():
     assert as_json["openapi"].startswith("3.1")
     assert as_yaml.headers["content-type"].startswith("application/yaml")
     assert b"operationId: sendMessage" in as_yaml.content
+
+
+def test_the_served_window_examples_are_yesterday_and_work_whatever_the_date():
+    """The file's example window would be more than 365 days back a year on: served, it is
+    the day before the proxy started, so a client trying the examples gets an answer."""
+    later = NOW.replace(year=2031)
+    recorder = Recorder(b"<incoming><status>0</status><transactions/></incoming>")
+    app = create_app(transport=httpx.MockTransport(recorder), clock=lambda: later)
+    with TestClient(app, headers={"Authorization": BASIC}) as client:
+        spec = client.get("/openapi.json").json()
+        as_yaml = client.get("/openapi.yaml").text
+        window = {name: spec["components"]["parameters"][name]["example"]
+                  for name in ("From", "To")}
+        answer = client.get("/v1/incoming-messages",
+                            params={"from": window["From"], "to": window["To"]})
+    assert window == {"From": "2031-11-24T00:00:00+00:00", "To": "2031-11-25T00:00:00+00:00"}
+    assert answer.status_code == 200, answer.text
+    assert "example: '2031-11-24T00:00:00+00:00'" in as_yaml
+    assert "# ── Problems" in as_yaml  # the file as written, comments and all
 
 
 @pytest.mark.parametrize("url, body", [

@@ -27,6 +27,7 @@ def start(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[s
     ([], {"SMSLEADS_API_URL": "ftp://example.invalid"}, "SMSLEADS_API_URL"),
     ([], {"SMSLEADS_READINESS_WINDOW": "-1"}, "SMSLEADS_READINESS_WINDOW"),
     (["--token-file", "/no/such/secret"], {}, "--token-file"),
+    (["--max-connections", str(2**31)], {}, "--max-connections"),  # over any open-file limit
     ([], {"SMSLEADS_USERNAME": "acme", "SMSLEADS_TOKEN": "provider-secret-1"},
      "SMSLEADS_PROXY_API_KEYS"),
     ([], {"SMSLEADS_USERNAME": "acme", "SMSLEADS_TOKEN": "provider-secret-1",

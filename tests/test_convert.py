@@ -204,3 +204,49 @@ def test_every_converter_has_its_round_trip_test():
     that only reads answers test_<name>_reads."""
     for name in [*CONVERTERS, *CONVERTER_FACTORIES]:
         assert f"test_{name}_round_trip" in globals() or f"test_{name}_reads" in globals(), name
+
+
+# Israel's 2026 transitions: summer time from Friday 27 March 02:00 (clocks to 03:00), winter
+# time from Sunday 25 October 02:00 (clocks back to 01:00). Europe/Athens, say, moves on other
+# days: swapping the zone breaks these (test_the_pinned_days_tell_the_zone_apart).
+DST_DAYS = [
+    ("2026-03-26T23:30:00+00:00", "27/03/26 01:30"),  # the last winter half hour
+    ("2026-03-27T00:30:00+00:00", "27/03/26 03:30"),  # an hour later: 02:xx never happens
+    ("2026-10-24T22:30:00+00:00", "25/10/26 01:30"),  # the first 01:30, summer time
+    ("2026-10-24T23:30:00+00:00", "25/10/26 01:30"),  # the same wall time an hour later
+    ("2026-10-25T00:30:00+00:00", "25/10/26 02:30"),
+]
+DST_READ = [
+    ("27/03/26 01:30", "2026-03-27T01:30:00+02:00"),
+    ("27/03/26 02:30", "2026-03-27T02:30:00+02:00"),  # the skipped hour, read forward (03:30+3)
+    ("27/03/26 03:30", "2026-03-27T03:30:00+03:00"),
+    ("25/10/26 01:30", "2026-10-25T01:30:00+03:00"),  # the repeated hour: its first pass
+    ("25/10/26 02:30", "2026-10-25T02:30:00+02:00"),
+]
+
+
+def _dst_days_hold() -> bool:
+    return (all(when.to_xml(instant) == local for instant, local in DST_DAYS)
+            and all(when.from_xml(local) == instant for local, instant in DST_READ))
+
+
+def test_israel_time_on_both_transition_days():
+    for instant, local in DST_DAYS:
+        assert when.to_xml(instant) == local, instant
+    for local, instant in DST_READ:
+        assert when.from_xml(local) == instant, local
+
+
+def test_the_pinned_days_tell_the_zone_apart(monkeypatch):
+    from zoneinfo import ZoneInfo
+
+    import proxy.convert
+
+    assert _dst_days_hold()
+    monkeypatch.setattr(proxy.convert, "ISRAEL", ZoneInfo("Europe/Athens"))
+    proxy.convert._israel_time_from_xml.cache_clear()
+    try:
+        assert not _dst_days_hold()
+    finally:
+        monkeypatch.undo()
+        proxy.convert._israel_time_from_xml.cache_clear()

@@ -16,10 +16,17 @@ from starlette.responses import Response
 from starlette.testclient import TestClient
 
 from proxy.app import create_app
-from proxy.errors import IdempotencyKeyInvalid, OutcomeUnknown
-from proxy.idempotency import Ledger, MemoryStore, Ticket, key_of
+from proxy.errors import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyInvalid,
+    IdempotencyUnavailable,
+    OutcomeUnknown,
+)
+from proxy.idempotency import CLAIM_LEASE, Ledger, Record, Ticket, key_of
 from proxy.problems import ProblemResponse
 from proxy.settings import Settings
+from proxy.store import StoreUnavailable
+from proxy.store.memory import MemoryStore
 from tests.conftest import BASIC, Clock, Recorder, serving
 from tests.examples import OPERATIONS, SPEC, STATE_CHANGING, example
 from tests.processes import free_port
@@ -344,7 +351,7 @@ def test_the_spec_describes_the_key_the_proxy_accepts():
 # ── Stores ───────────────────────────────────────────────────────────────────────────────────
 
 
-def test_a_full_memory_store_refuses_new_keys_rather_than_forget_kept_answers():
+def test_a_full_store_refuses_new_keys_rather_than_forget_kept_answers():
     recorder, clock = Recorder(SENT), Clock()
     with client_for(recorder, Settings(idempotency_max_keys=2), clock) as client:
         first = client.post("/v1/messages", json=MESSAGE, headers={"Idempotency-Key": "k1"})
@@ -399,15 +406,17 @@ def test_redis_holds_no_token_no_username_and_keeps_a_key_24_hours(redis_url):
         client.post("/v1/messages", json=MESSAGE, headers={**KEY, **basic("alice", "tok-secret-1")})
     store = redis.Redis.from_url(redis_url)
     try:
-        keys = store.keys("*")
-        assert len(keys) == 1
-        assert re.fullmatch(rb"smsleads-proxy:idempotency:[0-9a-f]{64}", keys[0])
-        value = store.get(keys[0])
-        ttl_ms = store.pttl(keys[0])
+        keys = sorted(store.keys("*"))
+        entry = next(key for key in keys if b":entry:" in key)
+        value, ttl_ms = store.get(entry), store.pttl(entry)
+        members = {key: store.zrange(key, 0, -1) for key in keys if key != entry}
     finally:
         store.close()
+    assert re.fullmatch(rb"smsleads-proxy:entry:idempotency:[0-9a-f]{64}", entry)
+    assert len(keys) == 3  # the entry, its credential's group, every entry
+    assert all(names == [entry] for names in members.values())
     for secret in (b"tok-secret-1", b"alice", KEY["Idempotency-Key"].encode()):
-        assert secret not in keys[0] + value
+        assert secret not in b"".join(keys) + value
     assert 23.9 * 3600 * 1000 < ttl_ms <= 24 * 3600 * 1000
 
 
@@ -447,7 +456,7 @@ def test_in_single_tenant_mode_keys_belong_to_each_proxy_api_key():
 async def test_a_call_cut_short_by_a_cancellation_or_a_bug_is_in_doubt(failure):
     """It may have reached the upstream before it stopped: the key must not be freed."""
     now = [0.0]
-    ledger = Ledger(MemoryStore(10, lambda: now[0]), lambda: now[0], lease=40)
+    ledger = Ledger(MemoryStore(10, lambda: now[0]), lambda: now[0], lease=40, per_owner=10)
     ticket = Ticket.of("demo", "demo-token", "k", {"body": MESSAGE})
     calls = []
 
@@ -460,3 +469,127 @@ async def test_a_call_cut_short_by_a_cancellation_or_a_bug_is_in_doubt(failure):
     with pytest.raises(OutcomeUnknown):
         await ledger.run(ticket, perform, ProblemResponse)
     assert len(calls) == 1
+
+
+# ── Claimed, dispatched, settled ────────────────────────────────────────────────────────────
+
+
+class FailingStore:
+    """The memory store, failing on the writes a test names."""
+
+    def __init__(self, fail_on: set[str], clock) -> None:
+        self.inner, self.fail_on = MemoryStore(100, clock), fail_on
+
+    async def add(self, *args, **kwargs):
+        return await self.inner.add(*args, **kwargs)
+
+    async def get(self, key):
+        return await self.inner.get(key)
+
+    async def swap(self, key, old, new, ttl, *, within=None):
+        if "dispatch" in self.fail_on and b'"dispatched"' in new:
+            raise StoreUnavailable("the store did not take the write in time")
+        return await self.inner.swap(key, old, new, ttl, within=within)
+
+    async def remove(self, key, old):
+        if "remove" in self.fail_on:
+            raise StoreUnavailable("down")
+        return await self.inner.remove(key, old)
+
+    async def close(self):
+        await self.inner.close()
+
+
+def _ledger(store, now) -> Ledger:
+    return Ledger(store, lambda: now[0], lease=40, per_owner=10)
+
+
+async def _sent_response() -> Response:
+    return Response(b'{"campaign_id":"9"}', status_code=202, media_type="application/json")
+
+
+@pytest.mark.parametrize("removal", ["works", "fails too"])
+async def test_a_dispatch_the_store_does_not_confirm_sends_nothing_and_frees_the_key(removal):
+    now = [0.0]
+    store = FailingStore({"dispatch"} | ({"remove"} if removal == "fails too" else set()),
+                         lambda: now[0])
+    ledger, ticket, calls = _ledger(store, now), Ticket.of("demo", "t", "k", {}), []
+
+    async def perform() -> Response:
+        calls.append(1)
+        return await _sent_response()
+
+    with pytest.raises(IdempotencyUnavailable):
+        await ledger.run(ticket, perform, ProblemResponse)
+    assert calls == []
+    store.fail_on = set()
+    if removal == "fails too":  # the claim holds the key until its lease ends, no longer
+        with pytest.raises(IdempotencyKeyInUse):
+            await ledger.run(ticket, perform, ProblemResponse)
+        now[0] += CLAIM_LEASE + 0.1
+    assert (await ledger.run(ticket, perform, ProblemResponse)).status_code == 202
+    assert calls == [1]
+
+
+async def test_a_claim_that_was_never_dispatched_frees_the_key_when_its_lease_ends():
+    """Its process died between the claim and the dispatch, or its write landed late."""
+    now = [0.0]
+    store = MemoryStore(100, lambda: now[0])
+    ticket = Ticket.of("demo", "t", "k", {})
+    late = Record("claimed", ticket.fingerprint, CLAIM_LEASE, "lost").dump()
+    await store.add(ticket.slot, late, 60, group=ticket.owner, group_cap=10)
+    ledger, calls = _ledger(store, now), []
+
+    async def perform() -> Response:
+        calls.append(1)
+        return await _sent_response()
+
+    with pytest.raises(IdempotencyKeyInUse):
+        await ledger.run(ticket, perform, ProblemResponse)
+    now[0] = CLAIM_LEASE + 0.1
+    assert (await ledger.run(ticket, perform, ProblemResponse)).status_code == 202
+    assert calls == [1]
+
+
+def test_requests_refused_for_their_credentials_keep_no_key():
+    """Strangers with made-up credentials cannot fill the store."""
+    bogus = b"<sms><status>3</status><message>Username or password is incorrect</message></sms>"
+    recorder = Recorder(bogus)
+    app = create_app(Settings(idempotency_max_keys=3), transport=httpx.MockTransport(recorder),
+                     clock=Clock())
+    with TestClient(app) as client:
+        for index in range(10):
+            refused = client.post("/v1/messages", json=MESSAGE, headers={
+                **basic(f"stranger{index}", "made-up-token"), "Idempotency-Key": f"k{index}"})
+            assert refused.status_code == 401
+        recorder.answer = SENT
+        honest = client.post("/v1/messages", json=MESSAGE, headers={**KEY, **basic("demo", "t")})
+    assert honest.status_code == 202  # the store, capped at 3 keys, still had room
+
+
+def test_one_credential_cannot_take_every_key():
+    recorder = Recorder(SENT)
+    settings = Settings(idempotency_keys_per_credential=2)
+    with client_for(recorder, settings) as client:
+        alice = [client.post("/v1/messages", json=MESSAGE, headers={
+            **basic("alice", "tok-a"), "Idempotency-Key": f"a{i}"}) for i in range(3)]
+        bob = client.post("/v1/messages", json=MESSAGE, headers={
+            **basic("bob", "tok-b"), "Idempotency-Key": "b0"})
+    assert [r.status_code for r in alice] == [202, 202, 503]
+    assert "retry-after" in alice[2].headers
+    assert bob.status_code == 202
+
+
+def test_in_single_tenant_mode_a_key_belongs_to_the_api_key_however_it_is_spelt():
+    key = "service-key-0123456789"
+    settings = Settings(username="acme", token="held-token", api_keys=key)
+    recorder = Recorder(SENT)
+    spellings = [f"Bearer {key}", f"bearer {key}", f"Bearer  {key}",
+                 "Basic " + base64.b64encode(f"svc:{key}".encode()).decode(),
+                 "Basic " + base64.b64encode(f"other:{key}".encode()).decode()]
+    with client_for(recorder, settings) as client:
+        answers = [client.post("/v1/messages", json=MESSAGE,
+                               headers={**KEY, "Authorization": spelt}) for spelt in spellings]
+    assert [a.status_code for a in answers] == [202] * 5
+    assert [a.headers.get("idempotent-replayed") for a in answers] == [None] + ["true"] * 4
+    assert len(recorder.requests) == 1

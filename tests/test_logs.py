@@ -98,3 +98,34 @@ def test_the_formatter_scrubs_credentials_and_held_secrets():
     line = json.loads(logs.JsonFormatter().format(record))
     assert line["message"] == ("sent Authorization: Basic <redacted> and bearer <redacted> "
                                "and <redacted>")
+
+
+def test_every_line_is_json_and_redacted_whoever_logs_it(capsys):
+    """The proxy's own loggers and any library's (asyncio, redis, aiohttp) share one
+    formatter: the idempotency warnings, for one, are JSON lines like the rest."""
+    import logging.config
+    from pathlib import Path
+
+    for path in Path(logs.__file__).parent.rglob("*.py"):
+        for name in re.findall(r"getLogger\(([^)]*)\)", path.read_text()):
+            assert name in ("REQUEST_LOGGER", "") or name.startswith('"smsleads_proxy'), (
+                path, name)
+    names = ["", "uvicorn", "uvicorn.access", "smsleads_proxy"]
+    kept = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).level,
+                   logging.getLogger(name).propagate) for name in names}
+    try:
+        logging.config.dictConfig(logs.config("info"))
+        logging.getLogger("smsleads_proxy.idempotency").warning(
+            "could not settle an idempotency key", extra={"reason": "Redis failed"})
+        logging.getLogger("asyncio").error("Task exception: Authorization: Bearer tok-123")
+        logging.getLogger("some.library").info("below the root's level: not printed")
+    finally:  # the process's logging as it was, for the tests after this one
+        for name, (handlers, level, propagate) in kept.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.propagate = handlers, propagate
+            logger.setLevel(level)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("smsleads_proxy.idempotency", "WARNING"), ("asyncio", "ERROR")]
+    assert lines[0]["reason"] == "Redis failed"
+    assert "tok-123" not in lines[1]["message"]

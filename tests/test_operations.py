@@ -6,6 +6,8 @@ The answers below are the document's own (smsleads-xml-api.txt), quirks included
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,7 +18,7 @@ from starlette.testclient import TestClient
 from proxy.app import create_app
 from proxy.docs import load_spec
 from proxy.mapping import load_table
-from tests.conftest import BASIC, NOW, Recorder
+from tests.conftest import BASIC, NOW, Clock, Recorder
 from tests.examples import example
 
 DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -304,3 +306,40 @@ def test_adding_contacts_to_an_unknown_list_is_a_404():
         response = client.post("/v1/contact-lists/77/contacts",
                                json={"contacts": [{"phone": "0501234567"}]})
     assert response.status_code == 404
+
+
+def test_a_window_of_twenty_days_is_asked_a_week_at_a_time_until_now():
+    recorder = Recorder((DECL + "<incoming><status>0</status><transactions/></incoming>").encode())
+    with client_for(recorder) as client:
+        response = client.get("/v1/incoming-messages",
+                              params={"from": "2026-11-05T00:00:00+02:00"})
+    assert response.status_code == 200
+    assert response.json() == {"data": []}  # no more pages: no cursor, no Link
+    assert "link" not in response.headers
+    windows = [re.findall(r"<(?:from|to)>([^<]+)<", request.content.decode())
+               for request in recorder.requests]
+    # `to` includes its minute (docs/upstream-protocol.md#report-windows): the next call
+    # starts a minute later; the last ends now (NOW, 12:00 on the 25th).
+    assert windows == [["05/11/26 00:00", "12/11/26 00:00"], ["12/11/26 00:01", "19/11/26 00:01"],
+                       ["19/11/26 00:02", "25/11/26 12:00"]]
+
+
+def test_a_walk_that_outlives_the_upstreams_year_reads_on_from_its_edge():
+    """The upstream refuses a window starting more than 365 days back: a walk begun at that
+    edge and continued a day later asks from the new edge, not from where it stood."""
+    clock = Clock(NOW)
+    edge = NOW - timedelta(days=365) + timedelta(minutes=1)
+    rows = "".join(f"<transaction><phone>5212345{n}</phone><date>{edge:%d/%m/%y %H:%M}</date>"
+                   "</transaction>" for n in (10, 11))
+    recorder = Recorder((DECL + f"<blacklist><status>0</status><transactions>{rows}"
+                         "</transactions></blacklist>").encode())
+    app = create_app(transport=httpx.MockTransport(recorder), clock=clock)
+    query = {"from": edge.isoformat(), "limit": 1}
+    with TestClient(app, headers={"Authorization": BASIC}) as client:
+        first = client.get("/v1/blacklist", params=query).json()
+        clock.advance(days=1)
+        second = client.get("/v1/blacklist", params={**query, "cursor": first["next_cursor"]})
+    assert second.status_code == 200, second.text
+    asked = re.search(r"<from>([^<]+)</from>", recorder.envelope)
+    assert asked is not None
+    assert asked.group(1) == f"{edge + timedelta(days=1):%d/%m/%y %H:%M}"

@@ -87,6 +87,8 @@ def test_request_fields_match_the_mapping_table(op_id):
     op: Operation = OPERATIONS[op_id]
     operation = SPEC_OPERATIONS[op_id][2]
     used = _element_pointers(op.request) | ({op.window.start, op.window.end} if op.window else set())
+    if op.feed is not None:
+        used |= {op.feed.paging.cursor, op.feed.paging.limit}
     described = {f"/{p['in']}/{p['name']}" + ("/*" if _deref(p["schema"]).get("type") == "array" else "")
                  for p in map(_deref, operation.get("parameters", []))
                  if p["in"] != "header"}  # headers (Idempotency-Key) are the proxy's, not mapped
@@ -107,7 +109,23 @@ def test_answer_fields_match_the_mapping_table(op_id):
     if op.compute is not None:  # its computation answers: tests/test_preview.py checks them
         assert content is not None and not op.response
         return
-    assert _schema_paths(content["schema"], "") == _field_paths(op.response)
+    fields = _field_paths(op.response)
+    if op.feed is not None:  # what every page adds to the rows (proxy/endpoint.py)
+        fields |= {"/next_cursor", "/incomplete/*/minute", "/incomplete/*/reachable",
+                   "/overlap/minute", "/overlap/rows"}
+    assert _schema_paths(content["schema"], "") == fields
+
+
+@pytest.mark.parametrize("op_id", sorted(op.operation_id for op in TABLE.operations if op.feed))
+def test_a_feeds_limit_is_the_tables(op_id):
+    op = OPERATIONS[op_id]
+    assert op.feed is not None
+    paging = op.feed.paging
+    name = paging.limit.rpartition("/")[2]
+    [limit] = [p for p in map(_deref, SPEC_OPERATIONS[op_id][2]["parameters"]) if p["name"] == name]
+    schema = _deref(limit["schema"])
+    assert (schema["minimum"], schema["default"], schema["maximum"]) == (
+        1, paging.default_limit, paging.max_limit)
 
 
 def test_routes_are_the_spec_operations():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from proxy.convert import CONVERTER_FACTORIES, CONVERTERS
 from proxy.docs import load_spec
 from proxy.mapping import (
     ELEMENT_KEYS,
+    FEED_KEYS,
     FIELD_KEYS,
     OPERATION_KEYS,
+    PAGING_KEYS,
     TOP_KEYS,
     WINDOW_KEYS,
     load_table,
@@ -48,8 +51,8 @@ def _used(data: Any, found: dict[str, set[str]], kind: str) -> None:
         elif kind == "operation" and key == "response":
             for field in value.values():
                 _used(field, found, "field")
-        elif kind == "operation" and key == "window":
-            _used(value, found, "window")
+        elif kind == "operation" and key in ("window", "feed"):
+            _used(value, found, key)
         elif kind == "element" and key in ("children", "attributes"):
             for element in value.values():
                 _used(element, found, "element")
@@ -60,7 +63,7 @@ def _used(data: Any, found: dict[str, set[str]], kind: str) -> None:
 
 def test_every_word_of_the_language_is_documented_and_used_by_the_table():
     data = yaml.safe_load(MAPPING)
-    found: dict[str, set[str]] = {"top": set(data)}
+    found: dict[str, set[str]] = {"top": set(data), "paging": set(data["paging"])}
     for element in data["envelope"].values():
         _used(element, found, "element")
     for operation in data["operations"].values():
@@ -68,10 +71,10 @@ def test_every_word_of_the_language_is_documented_and_used_by_the_table():
     header = _header()
     for kind, words in (("top", TOP_KEYS), ("operation", OPERATION_KEYS),
                         ("element", ELEMENT_KEYS), ("field", FIELD_KEYS),
-                        ("window", WINDOW_KEYS)):
+                        ("window", WINDOW_KEYS), ("paging", PAGING_KEYS), ("feed", FEED_KEYS)):
         assert found[kind] == words, kind  # nothing accepted that the table never says
         for word in words:
-            prefix = "window." if kind == "window" else ""
+            prefix = f"{kind}." if kind in ("window", "paging", "feed") else ""
             assert re.search(rf"^#\s+{prefix}{word}[:,]", header, re.M), (kind, word)
 
 
@@ -79,6 +82,8 @@ def test_every_word_of_the_language_is_documented_and_used_by_the_table():
 
 TABLE: dict[str, Any] = {
     "readiness": {"probe": "listWidgets"},
+    "paging": {"cursor": "/query/after", "limit": "/query/size", "default_limit": 2,
+               "max_limit": 5},
     "answers": {"unclosed": ["ticket"]},
     "envelope": {"account": {"children": {"login": {"from": "/auth/username"}}}},
     "enums": {"colour": {"red": "1", "blue": ["2", "22"]}},
@@ -123,6 +128,18 @@ TABLE: dict[str, Any] = {
                 "rows": {"each": "rows/row", "fields": {"shop": {"from": "shop"}}},
             },
         },
+        "listVisits": {  # a feed: pages over a window longer than one call, 3 rows a call
+            "http": "GET /v1/visits",
+            "command": "visits",
+            "success": 200,
+            "window": {"from": "/query/from", "to": "/query/to", "max_days": 1,
+                       "max_age_days": 30, "default_days": 3, "max_rows": 3},
+            "feed": {"rows": "/visits", "order": "/at", "identity": ["/who"]},
+            "request": {"since": {"from": "/query/from", "convert": "israel_time"},
+                        "until": {"from": "/query/to", "convert": "israel_time"}},
+            "response": {"visits": {"each": "visit", "fields": {
+                "who": {"from": "who"}, "at": {"from": "at", "convert": "israel_time"}}}},
+        },
         "dropWidget": {
             "http": "DELETE /v1/widgets/{id}",
             "command": "drop",
@@ -165,6 +182,13 @@ SPEC: dict[str, Any] = {
                 {"name": "to", "in": "query", "schema": {"type": "string",
                                                          "format": "date-time"}}],
             "responses": {"200": {"description": "the widgets"}},
+        }},
+        "/v1/visits": {"get": {
+            "operationId": "listVisits",
+            "parameters": [{"name": name, "in": "query", "schema": TEXT}
+                           for name in ("from", "to", "after")]
+            + [{"name": "size", "in": "query", "schema": {"type": "integer"}}],
+            "responses": {"200": {"description": "the visits"}},
         }},
         "/v1/widgets/{id}": {"delete": {
             "operationId": "dropWidget",
@@ -230,6 +254,37 @@ def test_the_window_rule_is_a_422_before_any_call():
     assert response.json()["errors"] == [
         {"pointer": "/query/to", "detail": "the window may span at most 2 days"}]
     assert recorder.requests == []
+
+
+def test_a_made_up_feed_is_read_page_by_page_every_row_once():
+    """Seven visits over two days, four of them in one minute: the upstream gives three rows a
+    call, a day at a time; the pages of two rows give all seven, once, oldest first, and
+    the minute holding four says it could not be read whole."""
+    visits = [("ann", "24/11/26 09:00"), ("bob", "24/11/26 18:30"), ("cy", "25/11/26 08:00"),
+              ("dee", "25/11/26 08:00"), ("ed", "25/11/26 08:00"), ("flo", "25/11/26 08:00"),
+              ("gus", "25/11/26 11:59")]
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        since, until = re.findall(r"<(?:since|until)>([^<]+)<", request.content.decode())
+        day = "%d/%m/%y %H:%M"
+        low, high = (datetime.strptime(t, day) for t in (since, until))
+        rows = [v for v in visits if low <= datetime.strptime(v[1], day) <= high][:3]
+        body = "".join(f"<visit><who>{who}</who><at>{at}</at></visit>" for who, at in rows)
+        return httpx.Response(200, content=f"{DECL}<visits><status>0</status>{body}</visits>")
+
+    recorder = Recorder(upstream)
+    pages, params = [], {"from": "2026-11-23T12:00:00+02:00"}
+    with _client(recorder) as client:
+        while True:
+            pages.append(client.get("/v1/visits", params=params).json())
+            if "next_cursor" not in pages[-1]:
+                break
+            params["after"] = pages[-1]["next_cursor"]
+    who = [visit["who"] for page in pages for visit in page["visits"]]
+    assert who == ["ann", "bob", "cy", "dee", "ed", "gus"]  # 3 of the 8:00 minute's 4
+    assert [page.get("incomplete") for page in pages if "incomplete" in page] == [
+        [{"minute": "2026-11-25T08:00:00+02:00", "reachable": 3}]] * 2
+    assert all(len(page["visits"]) <= 2 for page in pages)
 
 
 def test_a_not_found_rule_names_the_refusal_of_statuses_yaml():

@@ -2,11 +2,16 @@
 
     python -m proxy.sandbox --host 127.0.0.1 --port 9000 [--db FILE] [--quirks] [--seed N]
                             [--accounts FILE.json|yaml] [--dlr-delay S] [--failure-rate F]
+                            [--clock 2026-11-25T22:14:00+02:00 [--tick S]]
 
 Each flag has an environment variable (SANDBOX_HOST, SANDBOX_PORT, SANDBOX_DB,
-SANDBOX_QUIRKS, SANDBOX_SEED, SANDBOX_ACCOUNTS, SANDBOX_DLR_DELAY, SANDBOX_FAILURE_RATE); a flag
-wins over its variable. ``python -m proxy --sandbox`` builds its in-process sandbox from the
-same variables. An accounts file is a list of objects with the fields of
+SANDBOX_QUIRKS, SANDBOX_SEED, SANDBOX_ACCOUNTS, SANDBOX_DLR_DELAY, SANDBOX_FAILURE_RATE,
+SANDBOX_CLOCK, SANDBOX_TICK); a flag wins over its variable. ``--clock`` fixes the sandbox's
+time at a moment (RFC 3339, or ``now``: the current minute); it then moves only when told to
+(the console, ``POST /sandbox/api/clock``), or ``--tick`` seconds per exchange, so sends made
+one after another land on minutes of their own with the same dates in every run.
+``python -m proxy --sandbox`` builds its in-process sandbox from the same variables. An
+accounts file is a list of objects with the fields of
 :class:`~proxy.sandbox.accounts.Account`, e.g.
 ``[{"username": "acme", "token": "acme-token", "credits": 500}]``.
 """
@@ -18,7 +23,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import uvicorn
@@ -26,10 +31,12 @@ import yaml
 
 from proxy.sandbox.accounts import DEMO_CREDITS, DEMO_TOKEN, DEMO_USERNAME, Account
 from proxy.sandbox.app import create_app
+from proxy.sandbox.clock import FixedClock, TickingClock
 from proxy.sandbox.simulator import Sandbox
 
 BANNER = """\
 SMS Leads sandbox: the XML API at http://{host}:{port}/api (nothing leaves this machine).
+  Console:      http://{host}:{port}/sandbox
   Demo account: username {username}, API token {token}, {credits} credits.
   Try:
     curl -s http://{host}:{port}/api -H 'Authorization: Bearer {token}' \\
@@ -63,7 +70,24 @@ def parse_args(argv: Sequence[str] | None,
     parser.add_argument("--failure-rate", type=float,
                         default=float(env.get("SANDBOX_FAILURE_RATE", "0.1")),
                         help="share of destinations whose delivery fails (default 0.1)")
+    parser.add_argument("--clock", type=fixed_clock, default=env.get("SANDBOX_CLOCK"),
+                        help="a fixed clock starting at this RFC 3339 moment (or 'now'), "
+                             "moved by hand or by --tick; default: the system clock")
+    parser.add_argument("--tick", type=float, default=float(env.get("SANDBOX_TICK", "0")),
+                        help="seconds the --clock moves per exchange (default 0: it stays)")
     return parser.parse_args(argv)
+
+
+def fixed_clock(text: str) -> FixedClock:
+    """``--clock``: an RFC 3339 date-time with its offset, or ``now``."""
+    if text.strip().lower() == "now":
+        return FixedClock()
+    try:
+        return FixedClock(datetime.fromisoformat(text.strip()))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} (--clock, SANDBOX_CLOCK) is not a date-time with an offset "
+            "(2026-11-25T22:14:00+02:00) or 'now'") from exc
 
 
 def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
@@ -84,8 +108,12 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
 
 def build(args: argparse.Namespace) -> Sandbox:
     accounts = load_accounts(args.accounts) if args.accounts else []
-    return Sandbox(seed=args.seed, quirks=args.quirks, accounts=accounts, db_path=args.db,
-                   dlr_delay=timedelta(seconds=args.dlr_delay), failure_rate=args.failure_rate)
+    clock = args.clock
+    if clock is not None and args.tick:
+        clock = TickingClock(clock.now(), timedelta(seconds=args.tick))
+    return Sandbox(clock=clock, seed=args.seed, quirks=args.quirks, accounts=accounts,
+                   db_path=args.db, dlr_delay=timedelta(seconds=args.dlr_delay),
+                   failure_rate=args.failure_rate)
 
 
 def from_environment(env: Mapping[str, str] = os.environ) -> Sandbox:

@@ -54,6 +54,23 @@ class FixedClock:
         return self._now
 
 
+class TickingClock(FixedClock):
+    """A FixedClock that also moves ``step`` on each reading: the sandbox reads it once an
+    exchange, so a run of the same requests always has the same dates, and sends made one
+    after another land on different minutes (``--clock`` with ``--tick``)."""
+
+    def __init__(self, start: datetime, step: timedelta) -> None:
+        if step < timedelta(0):
+            raise ValueError("a TickingClock only moves forward")
+        super().__init__(start)
+        self.step = step
+
+    def now(self) -> datetime:
+        now = self._now
+        self._now += self.step
+        return now
+
+
 def parse_time(text: str) -> datetime | None:
     """``dd/mm/yy hh:mm`` in Israel time, as UTC; None when the text is not such a date.
 

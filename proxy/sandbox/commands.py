@@ -42,7 +42,9 @@ class Reply:
 
 Handler = Callable[[Call], Reply]
 
-MAX_DLRS = 1000     # 2.2.1: "The max limit of DLR's in each request is 1000"
+# 2.2.1: "The max limit of DLR's in each request is 1000"; the project assumes the same cap for
+# every report command, keeping the oldest (docs/upstream-protocol.md#report-size).
+MAX_ROWS = 1000
 MAX_WINDOW = timedelta(days=7)     # 2.2: "a range of 1 week up to 1 year back"
 MAX_AGE = timedelta(days=365)
 _SENDER = re.compile(r"[0-9A-Za-z ]{1,11}")  # 1.1, source; NOTES.md: "OSHI GEDERA"
@@ -82,6 +84,7 @@ def _texts(parent: etree._Element, path: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Message:
+    source: str
     text: str
     tag: str | None
     dynamic: bool
@@ -107,7 +110,7 @@ def _message(call: Call, element: etree._Element, response: bool) -> _Message:
             raise Rejected(9)
         if _DIGITS.fullmatch(source) and national(source) not in call.account.verified:
             raise Rejected(515)  # NOTES.md: a numeric sender must be verified first
-    return _Message(text, _text(element, "tag"), _text(element, "add_dynamic") == "1",
+    return _Message(source, text, _text(element, "tag"), _text(element, "add_dynamic") == "1",
                     destinations)
 
 
@@ -163,7 +166,8 @@ def _deliveries(call: Call, message: _Message, options: _Options) -> tuple[int, 
                        fields=fields, unsubscribe=options.unsubscribe)
         if text not in costs:
             costs[text] = count(text).parts
-        deliveries.append(Delivery(number, external_id, text, costs[text]))
+        deliveries.append(Delivery(number, external_id, text, costs[text],
+                                   sender=message.source))
     return len(targets), deliveries
 
 
@@ -254,7 +258,7 @@ def _dlr_rows(reports: list[Report]) -> etree._Element:
                 ("he_message", he_message), ("en_message", en_message),
                 ("date", format_time(report.at)), ("shipment_id", report.campaign_id)]
 
-    return rows("transactions", "transaction", (row(report) for report in reports[:MAX_DLRS]))
+    return rows("transactions", "transaction", (row(report) for report in reports[:MAX_ROWS]))
 
 
 def dlr(call: Call) -> Reply:
@@ -275,7 +279,7 @@ def dlr_by_date(call: Call) -> Reply:
 
 def incoming(call: Call) -> Reply:
     start, end = _window(call)
-    messages = call.state.incoming_between(call.account.username, start, end)
+    messages = call.state.incoming_between(call.account.username, start, end)[:MAX_ROWS]
     return Reply("", [rows("transactions", "transaction", (
         [("source", local(m.source)), ("destination", local(m.destination)),
          ("message", m.message), ("date", format_time(m.at))] for m in messages))])
@@ -283,7 +287,7 @@ def incoming(call: Call) -> Reply:
 
 def blacklist(call: Call) -> Reply:
     start, end = _window(call)
-    entries = call.state.blacklist_between(call.account.username, start, end)
+    entries = call.state.blacklist_between(call.account.username, start, end)[:MAX_ROWS]
     # 2.4.1 writes these numbers 5******** (no leading 0), unlike incoming's 05********.
     return Reply("", [rows("transactions", "transaction", (
         [("phone", number), ("date", format_time(at))] for number, at in entries))])

@@ -29,6 +29,7 @@ class Delivery:
     cost: int
     status: int | None = None
     reported_at: datetime | None = None
+    sender: str = ""  # the source the message was sent with ("" in files of older sandboxes)
 
 
 @dataclass(slots=True)
@@ -91,14 +92,17 @@ def dump_campaign(campaign: Campaign) -> dict[str, Any]:
         "id": campaign.id, "owner": campaign.owner, "send_at": _iso(campaign.send_at),
         "phase": campaign.phase.value, "reply_to": campaign.reply_to,
         "unsubscribe": campaign.unsubscribe,
-        "deliveries": [[d.phone, d.external_id, d.text, d.cost, d.status, _iso(d.reported_at)]
-                       for d in campaign.deliveries],
+        "deliveries": [dump_delivery(d) for d in campaign.deliveries],
     }
 
 
+def dump_delivery(d: Delivery) -> list[Any]:
+    return [d.phone, d.external_id, d.text, d.cost, d.status, _iso(d.reported_at), d.sender]
+
+
 def load_campaign(record: dict[str, Any]) -> Campaign:
-    deliveries = [Delivery(phone, external_id, text, cost, status, _time(at))
-                  for phone, external_id, text, cost, status, at in record["deliveries"]]
+    deliveries = [Delivery(phone, external_id, text, cost, status, _time(at), *sender)
+                  for phone, external_id, text, cost, status, at, *sender in record["deliveries"]]
     return Campaign(record["id"], record["owner"], datetime.fromisoformat(record["send_at"]),
                     Phase(record["phase"]), deliveries, record["reply_to"], record["unsubscribe"])
 

@@ -3,7 +3,9 @@
 Campaigns move ``scheduled -> sent -> reported`` (or ``scheduled -> cancelled``) when the
 clock passes their due times, kept in one heap; ``process_due(now)`` runs whatever fell
 due, in time order, so reports and replies carry the moment they were due, not the moment
-someone asked. Every change also marks its record for the SQLite store, if there is one.
+someone asked. Every change also marks its record for the SQLite store, if there is one,
+and for the ``observer`` (the console's feed), if there is one: both get the changed records
+at ``flush()``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import heapq
 import random
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-from proxy.sandbox.accounts import Account, demo_account, dump_account, load_account
+from proxy.sandbox.accounts import DEMO_USERNAME, Account, demo_account, dump_account, load_account
 from proxy.sandbox.records import (
     Campaign,
     ContactList,
@@ -33,7 +35,7 @@ from proxy.sandbox.records import (
     load_incoming,
     load_list,
 )
-from proxy.sandbox.store import Rows, Store
+from proxy.sandbox.store import Change, Rows, Store
 from proxy.sandbox.texts import DELIVERED, FAILURES, OPT_OUT_WORDS, REPLIES, SEEDED_INCOMING
 
 _AT = attrgetter("at")
@@ -58,6 +60,7 @@ class State:
         self.ids: dict[str, int] = {}
         self._due: list[tuple[datetime, int]] = []
         self._dirty: dict[tuple[str, str], Callable[[], Any]] = {}
+        self.observer: Callable[[list[Change]], None] | None = None
         rows = store.load() if store is not None else {}
         if rows:
             self._restore(rows)
@@ -81,12 +84,14 @@ class State:
                     "list": rng.randrange(17_000, 22_000), "user": rng.randrange(1_000, 10_000),
                     "incoming": 0}
         self._touch("meta", "ids", lambda: self.ids)
-        demo = demo_account()
-        self.add_account(demo)
+        self._seed_demo(self.add_account(demo_account()), now)
+
+    def _seed_demo(self, demo: Account, now: datetime) -> None:
+        """What the demo account starts with: two blacklisted numbers, two incoming messages."""
         for number, age in _SEEDED_BLACKLIST:
             self.block(demo.username, number, now - age)
-        for hours, text in zip((3, 20), SEEDED_INCOMING, strict=True):
-            sender = f"5{rng.randrange(20_000_000, 90_000_000)}"
+        for index, (hours, text) in enumerate(zip((3, 20), SEEDED_INCOMING, strict=True)):
+            sender = f"5{20_000_000 + int(self.draw('seeded-incoming', index) * 70_000_000)}"
             self.receive(demo.username, sender, demo.source[1:], text, now - timedelta(hours=hours))
 
     def _restore(self, rows: Rows) -> None:
@@ -120,10 +125,10 @@ class State:
             heapq.heappush(self._due, (campaign.send_at, campaign.id))
         elif campaign.phase is Phase.SENT:
             heapq.heappush(self._due, (campaign.send_at + self.dlr_delay, campaign.id))
-        elif campaign.phase is Phase.REPORTED:
-            reports = self.reports.setdefault(campaign.owner, [])
-            reports.extend(Report(d.reported_at, campaign.id, d) for d in campaign.deliveries
-                           if d.reported_at is not None)
+        # Reported deliveries: all of a reported campaign, some of a sent one (settle()).
+        reports = self.reports.setdefault(campaign.owner, [])
+        reports.extend(Report(d.reported_at, campaign.id, d) for d in campaign.deliveries
+                       if d.reported_at is not None)
         if campaign.unsubscribe and campaign.phase is not Phase.CANCELLED:
             self.opt_outable.setdefault(campaign.owner, set()).update(
                 d.phone for d in campaign.deliveries)
@@ -194,6 +199,40 @@ class State:
         self._touch_blacklist(owner, number)
         return True
 
+    def reset(self, account: Account, start: Account, now: datetime) -> None:
+        """``account`` as it was at ``start``: its campaigns, reports, incoming messages,
+        blacklist, contact lists and subscribers are gone, its credits and settings are back
+        (the demo account gets its seeded blacklist and messages again)."""
+        for subscriber in self.subscribers_of(account.username):
+            self._clear(subscriber.username)
+            del self.accounts[subscriber.username]
+            if subscriber.token is not None:
+                self.by_token.pop(subscriber.token, None)
+            self._forget("account", subscriber.username)
+        self._clear(account.username)
+        if account.token is not None:
+            self.by_token.pop(account.token, None)
+        fresh = replace(start, verified=set(start.verified), user_id=account.user_id)
+        for field in fields(Account):
+            setattr(account, field.name, getattr(fresh, field.name))
+        self._index_account(account)
+        self.changed(account)
+        if account.username == DEMO_USERNAME:
+            self._seed_demo(account, now)
+
+    def _clear(self, owner: str) -> None:
+        for campaign in [c for c in self.campaigns.values() if c.owner == owner]:
+            del self.campaigns[campaign.id]
+            self._forget("campaign", str(campaign.id))
+        self.reports.pop(owner, None)
+        self.opt_outable.pop(owner, None)
+        for message in self.incoming.pop(owner, []):
+            self._forget("incoming", str(message.id))
+        for number in list(self.blacklists.get(owner, {})):
+            self.unblock(owner, number)
+        for contact_list in self.lists_of(owner):
+            self.remove_list(contact_list)
+
     def new_list(self, owner: str, name: str) -> ContactList:
         contact_list = ContactList(self.next_id("list"), owner, name)
         self.lists[contact_list.id] = contact_list
@@ -215,7 +254,9 @@ class State:
         due = self._due
         while due and due[0][0] <= now:
             at, campaign_id = heapq.heappop(due)
-            campaign = self.campaigns[campaign_id]
+            campaign = self.campaigns.get(campaign_id)  # None: its account was reset
+            if campaign is None:
+                continue
             if campaign.phase is Phase.SCHEDULED:
                 campaign.phase = Phase.SENT
                 heapq.heappush(due, (at + self.dlr_delay, campaign_id))
@@ -223,11 +264,27 @@ class State:
             elif campaign.phase is Phase.SENT:
                 self._report(campaign, at)
 
+    def next_due(self) -> datetime | None:
+        """When the next send or report falls due (or a cancelled campaign would have)."""
+        return self._due[0][0] if self._due else None
+
+    def settle(self, campaign: Campaign, delivery: Delivery, status: int, at: datetime) -> None:
+        """One delivery's report arrives now, ahead of the campaign's other reports."""
+        self._deliver(campaign, delivery, status, at)
+        if all(other.reported_at is not None for other in campaign.deliveries):
+            campaign.phase = Phase.REPORTED
+        self._touch_campaign(campaign)
+
+    def _deliver(self, campaign: Campaign, delivery: Delivery, status: int, at: datetime) -> None:
+        delivery.status, delivery.reported_at = status, at
+        insort(self.reports.setdefault(campaign.owner, []), Report(at, campaign.id, delivery),
+               key=_AT)
+
     def _report(self, campaign: Campaign, at: datetime) -> None:
-        reports = self.reports.setdefault(campaign.owner, [])
         for delivery in campaign.deliveries:
-            delivery.status, delivery.reported_at = self._outcome(campaign.id, delivery.phone), at
-            insort(reports, Report(at, campaign.id, delivery), key=_AT)
+            if delivery.reported_at is not None:  # settled ahead of time
+                continue
+            self._deliver(campaign, delivery, self._outcome(campaign.id, delivery.phone), at)
             if campaign.reply_to is not None:
                 pick = self.draw("reply", campaign.id, delivery.phone)
                 self.receive(campaign.owner, delivery.phone, campaign.reply_to,
@@ -271,8 +328,11 @@ class State:
     # ── Persistence ────────────────────────────────────────────────────────────────────────
 
     def _touch(self, kind: str, key: str, record: Callable[[], Any]) -> None:
-        if self.store is not None:
+        if self.store is not None or self.observer is not None:
             self._dirty[kind, key] = record
+
+    def _forget(self, kind: str, key: str) -> None:
+        self._touch(kind, key, lambda: None)
 
     def _touch_campaign(self, campaign: Campaign) -> None:
         self._touch("campaign", str(campaign.id), lambda: dump_campaign(campaign))
@@ -285,9 +345,12 @@ class State:
         self._touch("blacklist", f"{owner}\t{number}", record)
 
     def flush(self) -> None:
-        """Write what changed since the last flush."""
-        if self.store is None or not self._dirty:
+        """Hand what changed since the last flush to the store and the observer."""
+        if not self._dirty:
             return
         changes = [(kind, key, record()) for (kind, key), record in self._dirty.items()]
         self._dirty.clear()
-        self.store.write(changes)
+        if self.store is not None:
+            self.store.write(changes)
+        if self.observer is not None:
+            self.observer(changes)

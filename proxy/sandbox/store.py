@@ -18,6 +18,9 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS records (
 Rows = dict[str, dict[str, Any]]
 """kind -> key -> record."""
 
+Change = tuple[str, str, Any]
+"""(kind, key, record): a record written, or None for a record deleted."""
+
 
 class Store:
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -34,7 +37,7 @@ class Store:
             rows.setdefault(kind, {})[key] = json.loads(data)
         return rows
 
-    def write(self, changes: Iterable[tuple[str, str, Any]]) -> None:
+    def write(self, changes: Iterable[Change]) -> None:
         """(kind, key, record) triples; a record of None deletes the row."""
         puts, deletes = [], []
         for kind, key, record in changes:

@@ -53,3 +53,6 @@ SEEDED_INCOMING: Final = ("Hi, is the offer still valid?", "Please call me back"
 VERIFY_MOBILE: Final = "verification link will be send to {phone}"
 VERIFY_LANDLINE: Final = "in order to complete the verification of {phone} call to {line}"
 VERIFICATION_LINE: Final = "0500000001"
+
+# The reports a developer can make arrive on the console, by the API's state names.
+OUTCOMES: Final = {"delivered": DELIVERED, "failed": 1, "expired": 2}

@@ -107,6 +107,21 @@ async function main(): Promise<void> {
     "reports by date", byDate);
   step("delivery reports");
 
+  // The same window a report a page, following nextCursor to the end; Link says it too.
+  const paged: typeof byDate = [];
+  let cursor: string | undefined;
+  do {
+    const answer = await reports.listDeliveryReportsRaw({ from: start, to: end, limit: 1, cursor });
+    const page = await answer.value();
+    paged.push(...page.data);
+    cursor = page.nextCursor;
+    const link = answer.raw.headers.get("Link") ?? "";
+    check(link.includes(`cursor=${cursor}`) === (cursor !== undefined), "Link", link);
+  } while (cursor !== undefined);
+  same(paged, byDate, "a report a page");
+  check(paged.length >= 4, "reports paged", paged);
+  step("pages");
+
   const incoming = (await reports.listIncomingMessages({ from: start, to: end })).data;
   const senders = new Set(incoming.map((m) => m.sender));
   check(senders.has("+972503330001") && senders.has("+972503330002"), "replies", incoming);

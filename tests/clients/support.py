@@ -171,7 +171,7 @@ def npm_install(directory: Path, cache: Path = CACHE / "npm") -> Path:
     lock = directory / "package-lock.json"
     key = _digest((directory / "package.json").read_bytes(), lock.read_bytes())
     target = cache / key
-    if not (target / "node_modules").is_dir():  # it appears whole: renamed once `npm ci` is done
+    if not (target / "node_modules").is_dir():  # renamed into place once complete
         work = cache / f".{key}.{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)

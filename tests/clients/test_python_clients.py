@@ -112,6 +112,18 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy, valida
         by_date = reports.list_delivery_reports(var_from=start, to=end).data
         assert {sent.campaign_id, to_list.campaign_id} <= {r.campaign_id for r in by_date}
 
+        # The same window a report a page, following next_cursor to the end; Link says it too.
+        paged, cursor = [], None
+        while True:
+            answer = reports.list_delivery_reports_with_http_info(
+                var_from=start, to=end, limit=1, cursor=cursor)
+            paged += answer.data.data
+            cursor = answer.data.next_cursor
+            assert ("cursor=" + str(cursor) in answer.headers.get("link", "")) == bool(cursor)
+            if cursor is None:
+                break
+        assert paged == by_date and len(paged) >= 4
+
         # The recipients of the send with allow_replies answered.
         incoming = reports.list_incoming_messages(var_from=start, to=end).data
         assert {"+972501110001", "+972501110002"} <= {m.sender for m in incoming}
@@ -266,6 +278,17 @@ def test_scenario_through_the_openapi_python_client(opc, proxy, validated):
         assert {r.state.value for r in by_id} <= STATES
         by_date = call("list_delivery_reports", 200, from_=start, to=end).data
         assert {sent.campaign_id, to_list.campaign_id} <= {r.campaign_id for r in by_date}
+
+        # The same window a report a page, following next_cursor to the end.
+        paged, cursor = [], opc.types.UNSET
+        while True:
+            page = call("list_delivery_reports", 200, from_=start, to=end, limit=1, cursor=cursor)
+            paged += page.data
+            if not isinstance(page.next_cursor, str):
+                break
+            cursor = page.next_cursor
+        assert [r.to_dict() for r in paged] == [r.to_dict() for r in by_date]
+        assert len(paged) >= 4
 
         incoming = call("list_incoming_messages", 200, from_=start, to=end).data
         assert {"+972502220001", "+972502220002"} <= {m.sender for m in incoming}

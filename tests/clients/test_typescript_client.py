@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.clients.support import HERE, generate, npm_install, require_node
 
-STEPS = ["balance", "send to two numbers", "contact list", "delivery reports",
+STEPS = ["balance", "send to two numbers", "contact list", "delivery reports", "pages",
          "incoming messages", "scheduled send cancelled", "subscribers", "blacklist",
          "phone verification", "errors"]
 

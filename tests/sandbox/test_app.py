@@ -114,3 +114,22 @@ async def test_app_serves_a_quirks_sandbox_too(clock: FixedClock) -> None:
         response = await http.post("/api", content=envelope("balance"),
                                    headers={"Authorization": "Bearer demo-token"})
     assert response.content.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<balance>\n')
+
+
+def test_cli_clock_starts_where_told_and_ticks_per_exchange() -> None:
+    args = cli.parse_args(["--clock", "2026-11-01T09:00:00+02:00"], {"SANDBOX_TICK": "15"})
+    clock = cli.build(args).clock
+    assert [clock.now().isoformat() for _ in range(2)] == [
+        "2026-11-01T07:00:15+00:00", "2026-11-01T07:00:30+00:00"]  # the first: the seed's
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    (["--clock", "2026-11-01T09:00:00"], "is not a date-time with an offset"),
+    (["--clock", "tomorrow"], "is not a date-time with an offset"),
+    (["--clock", "2026-11-01T09:00:00+02:00", "--tick", "-1"], "only moves forward"),
+])
+def test_cli_bad_clock_stops_with_a_message(flags: list[str], error: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        cli.main(flags)
+    assert stop.value.code != 0
+    assert error in str(stop.value.code) + capsys.readouterr().err

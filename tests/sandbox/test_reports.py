@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from lxml import etree
 
-from proxy.sandbox import Account, FixedClock, Sandbox
-from tests.sandbox.support import TODAY, Client, message, status
+from proxy.sandbox import Account, FixedClock, Sandbox, TickingClock
+from tests.sandbox.support import NOW, TODAY, Client, message, status
 
 NULL = "<transactions><external_id>null</external_id></transactions>"
 DLR_CODES = {"102", "1", "2", "4", "7", "15", "17", "108", "747"}
@@ -97,6 +97,36 @@ async def test_dlr_answer_holds_at_most_1000_the_oldest_first(clock: FixedClock)
     assert len(rows) == 1000
     dates = [row["date"] for row in rows]
     assert (dates.count("15/06/25 12:00"), dates.count("15/06/25 12:01")) == (300, 700)
+
+
+async def test_incoming_and_blacklist_hold_at_most_1000_the_oldest_first(
+        sandbox: Sandbox, client: Client) -> None:
+    state = sandbox.state
+    for n in range(1100):  # 600 in the first minute, 500 in the next
+        at = sandbox.clock.now() + timedelta(minutes=n // 600)
+        state.receive("demo", f"5{20000000 + n}", "500000000", f"reply {n}", at)
+        state.block("demo", f"5{30000000 + n}", at)
+    window = "<from>15/06/25 12:00</from><to>15/06/25 12:01</to>"
+    incoming = transactions(await client("incoming", window))
+    blacklist = transactions(await client("blacklist", window))
+    assert [row["message"] for row in incoming] == [f"reply {n}" for n in range(1000)]
+    assert [row["phone"] for row in blacklist] == [f"5{30000000 + n}" for n in range(1000)]
+
+
+async def test_a_ticking_clock_spreads_sends_over_minutes_the_same_way_every_run() -> None:
+    async def run() -> list[str | None]:
+        sandbox = Sandbox(clock=TickingClock(NOW, timedelta(seconds=25)), seed=1,
+                          dlr_delay=timedelta(0), accounts=[Account("big", "big-token", 50)])
+        client = Client(sandbox)
+        for n in range(5):
+            await client.sms(phones=(f"052000000{n}",), username="big", token="big-token")
+        rows = await client("dlrByDate", NULL + TODAY, username="big", token="big-token")
+        return [row["date"] for row in transactions(rows)]
+
+    dates = await run()
+    assert dates == ["15/06/25 12:00", "15/06/25 12:00", "15/06/25 12:01", "15/06/25 12:01",
+                     "15/06/25 12:02"]  # 25 seconds an exchange; the first reading is the seed's
+    assert await run() == dates
 
 
 @pytest.mark.parametrize(("window", "rule"), [

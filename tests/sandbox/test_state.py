@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.sandbox import ISRAEL, Account, FixedClock, Sandbox, SystemClock
+from proxy.sandbox import ISRAEL, Account, Conflict, FixedClock, Sandbox, SystemClock
 from proxy.sandbox.clock import format_time, parse_time
 from tests.sandbox.support import TODAY, Client, envelope, status
 
@@ -66,7 +66,7 @@ def test_fixed_clock_needs_an_aware_start_and_only_moves_forward() -> None:
 
 
 def test_sandbox_advance_needs_a_fixed_clock() -> None:
-    with pytest.raises(TypeError, match="FixedClock"):
+    with pytest.raises(Conflict, match=r"system clock.*FixedClock"):
         Sandbox(clock=SystemClock()).advance(timedelta(seconds=1))
 
 

@@ -1,0 +1,200 @@
+"""The store's promises (proxy/store/__init__.py), the same tests on every engine: memory,
+SQLite (a real file) and Redis (a real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from proxy.settings import Settings
+from proxy.store import StoreFull, StoreUnavailable, open_store
+from proxy.store.memory import MemoryStore
+from proxy.store.redis import RedisStore, RedisUnsafe
+from proxy.store.sqlite import SqliteStore
+from tests.conftest import redis_process
+
+ENGINES = ["memory", "sqlite", "redis"]
+
+
+class Now:
+    def __init__(self) -> None:
+        self.seconds = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+@pytest.fixture(params=ENGINES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator:
+    if request.param == "memory":
+        engine = MemoryStore(5)
+    elif request.param == "sqlite":
+        engine = await SqliteStore(tmp_path / "state.sqlite", 5).open()
+    else:
+        engine = RedisStore.from_url(request.getfixturevalue("redis_url"), 5)
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def test_add_writes_once_and_tells_the_holder(store):
+    assert await store.add("k", b"first", 60) is None
+    assert await store.add("k", b"second", 60) == b"first"
+    assert await store.get("k") == b"first"
+    assert await store.get("other") is None
+
+
+async def test_of_two_concurrent_adds_one_wins(store):
+    results = await asyncio.gather(*(store.add("k", f"v{i}".encode(), 60) for i in range(10)))
+    winners = [i for i, held in enumerate(results) if held is None]
+    assert len(winners) == 1
+    assert all(held == f"v{winners[0]}".encode() for held in results if held is not None)
+
+
+async def test_swap_and_remove_only_change_what_the_caller_read(store):
+    await store.add("k", b"a", 60)
+    assert not await store.swap("k", b"x", b"b", 60)
+    assert await store.swap("k", b"a", b"b", 60)
+    assert await store.get("k") == b"b"
+    assert not await store.remove("k", b"a")
+    assert await store.remove("k", b"b")
+    assert await store.get("k") is None
+    assert not await store.swap("k", b"b", b"c", 60)
+
+
+async def test_an_entry_lives_for_its_time_to_live(store):
+    await store.add("short", b"v", 0.2)
+    await store.add("long", b"v", 60)
+    await asyncio.sleep(0.4)  # Redis keeps time itself: the entry must really expire
+    assert await store.get("short") is None
+    assert await store.add("short", b"again", 60) is None
+    assert await store.get("long") == b"v"
+
+
+async def test_a_group_has_a_cap_and_removing_frees_room(store):
+    for i in range(3):
+        assert await store.add(f"g{i}", b"v", 60, group="tenant-a", group_cap=3) is None
+    with pytest.raises(StoreFull):
+        await store.add("g3", b"v", 60, group="tenant-a", group_cap=3)
+    assert await store.add("b0", b"v", 60, group="tenant-b", group_cap=3) is None  # others go on
+    assert await store.remove("g0", b"v")
+    assert await store.add("g3", b"v", 60, group="tenant-a", group_cap=3) is None
+    assert await store.swap("g3", b"v", b"w", 60)  # a swap keeps the entry in its group
+    with pytest.raises(StoreFull):
+        await store.add("g4", b"v", 60, group="tenant-a", group_cap=3)
+
+
+async def test_the_store_has_a_cap_and_expired_entries_make_room(store):
+    for i in range(4):
+        await store.add(f"k{i}", b"v", 60)
+    await store.add("brief", b"v", 0.2)
+    with pytest.raises(StoreFull):
+        await store.add("k5", b"v", 60)
+    await asyncio.sleep(0.4)
+    assert await store.add("k5", b"v", 60) is None
+
+
+async def test_a_swap_that_reaches_the_store_too_late_changes_nothing(store, monkeypatch):
+    await store.add("k", b"claimed", 60)
+    if isinstance(store, RedisStore):  # the server's clock judges: a deadline already past
+        import proxy.store.redis as engine
+        monkeypatch.setattr(engine.time, "time", lambda: 0.0)
+        with pytest.raises(StoreUnavailable):
+            await store.swap("k", b"claimed", b"dispatched", 60, within=1.0)
+    elif isinstance(store, SqliteStore):
+        with pytest.raises(StoreUnavailable):
+            await store.swap("k", b"claimed", b"dispatched", 60, within=-1.0)
+    else:  # memory: nothing stands between the call and the write
+        assert await store.swap("k", b"claimed", b"dispatched", 60, within=0.0)
+        return
+    monkeypatch.undo()
+    assert await store.get("k") == b"claimed"
+
+
+# ── SQLite: one file for every worker of a host, and what a crash leaves ───────────────────
+
+
+async def test_two_processes_share_one_state_file(tmp_path):
+    path = tmp_path / "state.sqlite"
+    mine = await SqliteStore(path, 100).open()
+    code = ("import asyncio, sys\nfrom pathlib import Path\n"
+            "from proxy.store.sqlite import SqliteStore\n"
+            "async def main():\n"
+            f"    s = await SqliteStore(Path({str(path)!r}), 100).open()\n"
+            "    held = [await s.add(f'k{i}', b'theirs', 60) for i in range(20)]\n"
+            "    print(sum(h is None for h in held))\n"
+            "    await s.close()\n"
+            "asyncio.run(main())\n")
+    try:
+        other = subprocess.Popen([os.sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                 text=True)
+        ours = [await mine.add(f"k{i}", b"mine", 60) for i in range(20)]
+        theirs = int(other.communicate(timeout=60)[0])
+        assert sum(held is None for held in ours) + theirs == 20  # each key taken once
+        for i in range(20):
+            assert await mine.get(f"k{i}") in (b"mine", b"theirs")
+    finally:
+        await mine.close()
+
+
+async def test_a_committed_write_survives_sigkill(tmp_path):
+    path = tmp_path / "state.sqlite"
+    code = ("import asyncio, os, signal\nfrom pathlib import Path\n"
+            "from proxy.store.sqlite import SqliteStore\n"
+            "async def main():\n"
+            f"    s = await SqliteStore(Path({str(path)!r}), 100).open()\n"
+            "    await s.add('kept', b'v', 3600)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "asyncio.run(main())\n")
+    done = subprocess.run([os.sys.executable, "-c", code], check=False)
+    assert done.returncode == -signal.SIGKILL
+    store = await SqliteStore(path, 100).open()
+    try:
+        assert await store.get("kept") == b"v"
+    finally:
+        await store.close()
+
+
+async def test_an_unwritable_state_directory_is_unavailable_not_a_crash(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreUnavailable, match="state file"):
+        await SqliteStore(blocker / "state.sqlite", 10).open()
+
+
+# ── Redis: what it must be ──────────────────────────────────────────────────────────────────
+
+
+async def test_a_redis_that_does_not_persist_is_refused_unless_accepted(tmp_path):
+    with redis_process(tmp_path, "--appendonly", "no") as (url, _):
+        with pytest.raises(RedisUnsafe, match="append-only file is off"):
+            await open_store(Settings(redis_url=url), lambda: 0.0)
+        accepted = await open_store(Settings(redis_url=url, redis_volatile_ok=True),
+                                    lambda: 0.0)
+        assert await accepted.add("k", b"v", 60) is None
+        await accepted.close()
+
+
+async def test_a_redis_that_evicts_is_refused(tmp_path):
+    with redis_process(tmp_path, "--maxmemory-policy", "allkeys-lru") as (url, _), \
+            pytest.raises(RedisUnsafe, match="maxmemory-policy is allkeys-lru"):
+        await open_store(Settings(redis_url=url), lambda: 0.0)
+
+
+async def test_a_redis_not_there_yet_is_checked_when_it_answers(tmp_path):
+    from tests.processes import free_port
+
+    store = await open_store(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"),
+                             lambda: 0.0)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.add("k", b"v", 60)
+    finally:
+        await store.close()
