@@ -17,7 +17,8 @@ from pathlib import Path
 from tests.clients.support import HERE, SPEC, npm_install, require_node
 
 SCENARIO = HERE / "openapi-fetch" / "scenario.ts"
-STEPS = ["balance", "preview", "send to two numbers", "contact list", "delivery reports", "errors"]
+STEPS = ["balance", "preview", "send to two numbers", "contact list", "delivery reports",
+         "pages", "errors"]
 # A type assertion, `x as T` or `<T>x`: the scenario must type-check as it stands.
 CAST = re.compile(r"\bas\s+(?!const\b)[A-Za-z_{[(]|<[A-Z][A-Za-z]*>\s*[A-Za-z_(]")
 

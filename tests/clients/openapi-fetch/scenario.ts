@@ -124,6 +124,22 @@ async function main(): Promise<void> {
   check(rows.every((r) => r.campaign_id === sent.data?.campaign_id), "reports' campaign", rows);
   step("delivery reports");
 
+  // The window's reports by date, one a page, following next_cursor to the end.
+  const window = { from: from.toISOString(), to: to.toISOString() };
+  const whole = (await client.GET("/v1/reports/dlr", { params: { query: window } })).data?.data;
+  const paged: components["schemas"]["DeliveryReport"][] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await client.GET("/v1/reports/dlr",
+      { params: { query: { ...window, limit: 1, cursor } } });
+    check(page.data !== undefined, "a page", page.error);
+    paged.push(...(page.data?.data ?? []));
+    cursor = page.data?.next_cursor;
+  } while (cursor !== undefined);
+  same(paged, whole, "a report a page");
+  check(paged.length >= 4, "reports paged", paged);
+  step("pages");
+
   const poor = await client.POST("/v1/messages", { body: {
     sender: "DemoAPI", text: LONG_TEXT, recipients: MANY } });
   same(advice(problem(poor.error, 402, "/problems/insufficient-credit").type), "buy credits",
