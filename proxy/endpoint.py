@@ -3,13 +3,18 @@
     credentials -> Idempotency-Key -> {auth, path, query, body} -> the spec's checks
       -> report window -> envelope (translate.py) -> [ledger] -> upstream -> answer -> JSON
 
+An operation the table computes (``compute:``) stops at the envelope: its computation
+(proxy/compute.py) makes the answer from it, asking other operations of the table, each one
+upstream call through this same pipeline, for what only the upstream knows.
+
 An operation whose method is not safe (RFC 9110 §9.2.1) changes state: it honours an
 Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
 
@@ -63,9 +68,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+Operations = Mapping[str, tuple[Operation, OperationValidator]]
+
+
 def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
-              clock: Clock) -> Endpoint:
-    changes_state = op.method not in SAFE_METHODS
+              clock: Clock, operations: Operations) -> Endpoint:
+    # A computed operation changes nothing (it only asks GET operations): no key, no ledger,
+    # so a repeat answers afresh (a preview's credits are those of now).
+    changes_state = op.method not in SAFE_METHODS and op.compute is None
     write_envelope = compile_envelope(op)  # the envelope as text (proxy/emit.py)
 
     async def endpoint(request: Request) -> Response:
@@ -89,8 +99,12 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
         envelope = write_envelope(document)
 
         async def perform() -> Response:
-            return await _perform(op, validator, request.app.state.upstream, envelope,
-                                  document, creds, safe=not changes_state)
+            upstream: Upstream = request.app.state.upstream
+            if op.compute is not None:  # it reads the envelope as a tree, never sent
+                ask = functools.partial(_ask, operations, upstream, creds)
+                return _respond(op, await op.compute.run(build_envelope(op, document), ask))
+            return await _perform(op, validator, upstream, envelope, document, creds,
+                                  safe=not changes_state)
 
         if key is None:
             return await perform()
@@ -127,15 +141,30 @@ async def _answer(op: Operation, validator: OperationValidator, upstream: Upstre
     return body
 
 
+async def _ask(operations: Operations, upstream: Upstream, creds: Credentials,
+               operation_id: str, path: Mapping[str, str]) -> JSON:
+    """What a computation asks: another (read-only) operation of the table, for the same
+    credentials, its answer as JSON. Its refusals are the computed operation's."""
+    op, validator = operations[operation_id]
+    document: dict[str, JSON] = {"auth": {"username": creds.username}, "path": dict(path),
+                                 "query": {}}
+    return await _answer(op, validator, upstream, build_envelope(op, document), document,
+                         creds, safe=True)
+
+
 async def _perform(op: Operation, validator: OperationValidator, upstream: Upstream,
                    envelope: Envelope, document: dict[str, JSON],
                    creds: Credentials, *, safe: bool) -> Response:
     """The upstream call and its answer as the client's response."""
-    body = await _answer(op, validator, upstream, envelope, document, creds, safe=safe)
+    return _respond(op, await _answer(op, validator, upstream, envelope, document, creds,
+                                      safe=safe))
+
+
+def _respond(op: Operation, body: JSON | None) -> Response:
     if body is None:
         return Response(status_code=204)
     headers = {}
-    if op.location is not None:
+    if op.location is not None and isinstance(body, dict):
         # The ids come from the upstream: percent-encoded, they cannot break the header.
         headers["Location"] = op.location.format_map(
             {name: quote(str(value), safe="") for name, value in body.items()})
@@ -253,11 +282,14 @@ class OperationRoute(Route):
 def operation_routes(table: Table, validators: dict[tuple[str, str], OperationValidator],
             settings: Settings, clock: Clock) -> list[Route]:
     routes: list[OperationRoute] = []
+    operations: dict[str, tuple[Operation, OperationValidator]] = {}
     for op in table.operations:
         validator = validators.get((op.method, op.path))
         if validator is None:
             raise MappingError(f"openapi.yaml has no {op.method} {op.path} ({op.operation_id})")
-        endpoint = _endpoint(op, validator, settings, clock)
+        operations[op.operation_id] = (op, validator)
+    for op, validator in operations.values():
+        endpoint = _endpoint(op, validator, settings, clock, operations)
         routes.append(OperationRoute(op.path, endpoint, methods=[op.method]))
     for route in routes:
         route.shadows = tuple(other for other in routes if other.path != route.path

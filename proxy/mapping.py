@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from lxml import etree
 
+from proxy.compute import COMPUTATIONS, Computation
 from proxy.convert import CONVERTER_FACTORIES, CONVERTERS, Converter, chain
 from proxy.errors import Outcome, Refusal
 
@@ -26,7 +27,7 @@ SUCCESS_STATUSES = {200, 201, 202, 204}
 # (tests/test_table_language.py holds all three to each other).
 TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging"})
 OPERATION_KEYS = frozenset({"http", "command", "success", "request", "response", "location",
-                            "not_found", "window", "feed"})
+                            "not_found", "window", "feed", "compute"})
 ELEMENT_KEYS = frozenset({"from", "default", "each", "convert", "attributes", "children"})
 FIELD_KEYS = frozenset({"from", "echo", "convert", "each", "where", "group_by", "fields"})
 WINDOW_KEYS = frozenset({"from", "to", "max_days", "max_age_days", "default_days", "max_rows"})
@@ -121,6 +122,7 @@ class Operation:
     not_found: NotFoundRule | None = None
     window: Window | None = None
     feed: Feed | None = None
+    compute: Computation | None = None  # answered here from the envelope, which is not sent
 
     @property
     def command_names(self) -> tuple[str, ...]:
@@ -310,6 +312,18 @@ class _Loader:
                 said.append((str(template), self.statuses.not_found[name]))
         return NotFoundRule(str(rule.element_path("errors")), tuple(said))
 
+    def computation(self, reader: _Reader) -> Computation:
+        """``compute: {name: argument}``, a computation of proxy/compute.py."""
+        if not (isinstance(reader.data, dict) and len(reader.data) == 1):
+            raise reader.fail("must be {computation: argument}")
+        (name, argument), = reader.data.items()
+        if name not in COMPUTATIONS:
+            raise reader.fail(f"unknown computation {name!r} (known: {', '.join(COMPUTATIONS)})")
+        try:
+            return COMPUTATIONS[name](argument)
+        except ValueError as exc:
+            raise reader.child(name).fail(str(exc)) from exc
+
     def commands(self, reader: _Reader) -> tuple[CommandChoice, ...]:
         if isinstance(reader.data, str):
             return (CommandChoice(reader.data, None),)
@@ -333,6 +347,10 @@ class _Loader:
         if data["success"] not in SUCCESS_STATUSES:
             raise reader.child("success").fail(f"must be one of {sorted(SUCCESS_STATUSES)}")
         not_found = self.not_found(reader.child("not_found")) if "not_found" in data else None
+        compute = self.computation(reader.child("compute")) if "compute" in data else None
+        if compute is not None and {"response", "not_found", "location", "feed"} & set(data):
+            raise reader.fail("a computed operation's answer is the computation's: "
+                              "no response, not_found, location or feed")
         window = self.window(reader.child("window")) if "window" in data else None
         feed = None
         if "feed" in data:
@@ -354,6 +372,7 @@ class _Loader:
             not_found=not_found,
             window=window,
             feed=feed,
+            compute=compute,
         )
 
     def window(self, w: _Reader) -> Window:
@@ -378,6 +397,16 @@ def _paging(reader: _Reader) -> Paging:
     if default > most:
         raise reader.child("default_limit").fail("must not be over max_limit")
     return Paging(str(reader.pointer("cursor")), str(reader.pointer("limit")), default, most)
+
+
+def _check_asks(reader: _Reader, operations: tuple[Operation, ...]) -> None:
+    """A computation asks only operations of the table that change nothing (GETs)."""
+    reads = {op.operation_id for op in operations if op.method == "GET" and op.compute is None}
+    for op in operations:
+        for asked in op.compute.asks if op.compute is not None else ():
+            if asked not in reads:
+                raise reader.child(op.operation_id).child("compute").fail(
+                    f"asks {asked!r}, which is no GET operation of the table")
 
 
 def _read_yaml(name: str) -> Any:
@@ -428,6 +457,7 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
         if key in seen:
             raise ops_reader.child(op.operation_id).fail(f"same http as {seen[key]}")
         seen[key] = op.operation_id
+    _check_asks(ops_reader, operations)
     unclosed: tuple[str, ...] = ()
     if "answers" in data:
         answers = top.child("answers")

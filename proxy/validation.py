@@ -273,37 +273,64 @@ def _conforms(instance: str, format: str) -> bool:
 
 
 def _field_errors(validator: OAS31Validator, instance: JSON, base: str) -> list[FieldError]:
-    """The errors, in the order the validator finds them (the order of the body), no more than
-    the problem lists: 100,000 bad recipients cost as much as 51."""
-    errors: dict[FieldError, None] = {}  # ordered, and once each: allOf branches repeat rules
+    """One item per bad field, in the order the validator finds them (the order of the body),
+    no more than the problem lists: 100,000 bad recipients cost as much as 51. When a value
+    breaks several rules (a phone too short and not a phone), the one that says most to a
+    person is kept (_RANK)."""
+    best: dict[str, tuple[int, FieldError]] = {}
     for error in validator.iter_errors(instance):
-        errors.update(dict.fromkeys(_explain(error, base)))
-        if len(errors) > MAX_FIELD_ERRORS:
+        for rank, found in _explain(error, base):
+            if found.pointer not in best or rank < best[found.pointer][0]:
+                best[found.pointer] = (rank, found)
+        if len(best) > MAX_FIELD_ERRORS:
             break
-    return list(errors)
+    return [found for _, found in best.values()]
 
 
-def _explain(error: ValidationError, base: str) -> list[FieldError]:
-    """One readable message per bad field, pointing at the field itself."""
+# Which rule a field's one item tells, best first: its type, its allowed values, the words the
+# spec gives its form (`x-invalid` beside a pattern), its size, then anything else.
+_RANK = {"type": 0, "enum": 1, "const": 1, "pattern": 2, "format": 2}
+_OTHER = 4
+
+
+def _explain(error: ValidationError, base: str) -> list[tuple[int, FieldError]]:
+    """Readable messages for one failed rule, each pointing at the field itself."""
     at = base + _pointer(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
         unknown = (name for name in error.instance if name not in known)
-        return [FieldError(f"{at}/{_escape(name)}", "unknown field")
+        return [(0, FieldError(f"{at}/{_escape(name)}", "unknown field"))
                 for name in itertools.islice(unknown, MAX_FIELD_ERRORS + 1)]
     if error.validator == "required" and isinstance(error.validator_value, list):
         missing = [n for n in error.validator_value
                    if isinstance(error.instance, dict) and n not in error.instance]
-        return [FieldError(f"{at}/{_escape(name)}", "is required") for name in missing]
+        return [(0, FieldError(f"{at}/{_escape(name)}", "is required")) for name in missing]
     if error.validator == "anyOf" and isinstance(error.validator_value, list) and all(
-        set(branch) == {"required"} for branch in error.validator_value
+        isinstance(branch, dict) and "required" in branch for branch in error.validator_value
     ):
         names = " or ".join(", ".join(b["required"]) for b in error.validator_value)
-        return [FieldError(at, f"needs {names}")]
+        return [(_OTHER, FieldError(at, f"needs {names}"))]
     if error.validator in _SIZES and isinstance(error.instance, str | list):
-        return [FieldError(at, _size_message(str(error.validator), len(error.instance),
-                                             error.validator_value))]
-    return [FieldError(at, _shortened(error))]
+        return [(3, FieldError(at, _size_message(str(error.validator), len(error.instance),
+                                                 error.validator_value)))]
+    rank = _RANK.get(str(error.validator), _OTHER)
+    if error.validator in ("pattern", "format"):
+        return [(rank, FieldError(at, _form_message(error)))]
+    return [(rank, FieldError(at, _shortened(error)))]
+
+
+def _form_message(error: ValidationError) -> str:
+    """A value of the wrong form, in the spec's words for the form (never its pattern)."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    words = schema.get("x-invalid")
+    if not isinstance(words, str):
+        if error.validator == "format":
+            return _shortened(error)  # jsonschema's words: "'x' is not a 'date-time'"
+        words = "is not in the form this field takes"
+    if schema.get("writeOnly"):  # a password: never repeated back
+        return words
+    shown = repr(error.instance)
+    return f"{shown[:_SHOWN] + '…' if len(shown) > _SHOWN else shown} {words}"
 
 
 def _size_message(keyword: str, size: int, limit: Any) -> str:

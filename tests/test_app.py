@@ -216,7 +216,8 @@ def test_a_leap_second_is_refused_by_the_reference_date_time_check():
         response = client.post("/v1/messages", json=dict(MESSAGE, send_at="2026-12-31T23:59:60Z"))
     problem = assert_problem(response, 422, "invalid-request")
     assert problem["errors"] == [{"pointer": "/body/send_at",
-                                  "detail": "'2026-12-31T23:59:60Z' is not a 'date-time'"}]
+                                  "detail": "'2026-12-31T23:59:60Z' is not a date-time with an offset "
+                                  "(RFC 3339) from 2001 to 2067"}]
     assert recorder.requests == []
 
 

@@ -327,17 +327,23 @@ MIN_ACCEPTED = {
     "transferSubscriberCredits": 2,  # the username in the path, the password
     "removeFromBlacklist": 1,        # reason
     "listDeliveryReports": 2,        # external_id in the query, twice
+    "previewMessage": 3,             # as sendMessage, priced without being sent
 }
 
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.operation_id)
 def test_xml_metacharacters_in_every_string_field_arrive_escaped_or_are_refused(op):
     accepted = 0
-    recorder = Recorder(b"<x><status>0</status></x>")
+    recorder = Recorder(b"<x><status>0</status><balance>5</balance></x>")  # a preview reads it
     with client_for(recorder) as client:
         for pointer, _ in _targets(op):
             recorder.requests.clear()
             response = _send(client, op, pointer, METACHARACTERS)
+            if op.compute is not None and response.status_code == 200:
+                # Priced here (a preview): its envelope never goes out, only GET reads do.
+                assert not any(b"<message>" in r.content for r in recorder.requests), pointer
+                accepted += 1
+                continue
             _check_metacharacters(response, recorder, pointer)
             accepted += bool(recorder.requests)
     assert accepted >= MIN_ACCEPTED.get(op.operation_id, 0)

@@ -180,9 +180,16 @@ def test_subscribers_are_created_listed_and_credited(world):
     too_much = client.post("/v1/subscribers/israeli1/wallet/transfers",
                            json={"password": "s3cret-pass", "credits": 10**6})
     assert too_much.status_code == 402
-    nobody = client.post("/v1/subscribers/nobody1/wallet/transfers",
-                         json={"password": "s3cret-pass", "credits": 1})
-    assert nobody.status_code == 404
+    # An unknown username and a wrong password: the upstream's one code, one problem that
+    # names both, and nothing moved.
+    for username, password in (("nobody1", "s3cret-pass"), ("israeli1", "wrong-pass")):
+        refused = client.post(f"/v1/subscribers/{username}/wallet/transfers",
+                              json={"password": password, "credits": 1})
+        assert refused.status_code == 404
+        assert (refused.json()["type"], refused.json()["upstream_status"]) == (
+            "/problems/subscriber-credentials-mismatch", 503)
+        assert "username and password" in refused.json()["title"]
+    assert credits(client) == before - 150
 
 
 def test_blacklist_listing_removal_and_replies(world):

@@ -50,6 +50,15 @@ def _broken(edit) -> dict:
     (lambda d: d["operations"]["deleteContactList"]["not_found"]["says"].update(
         lists="contact list {cl/id} is gone"),
      "operations.deleteContactList.not_found.says.lists: no 'lists' under not_found: in statuses.yaml"),
+    (lambda d: d["operations"]["previewMessage"].update(compute={"guess": {}}),
+     "operations.previewMessage.compute: unknown computation 'guess'"),
+    (lambda d: d["operations"]["previewMessage"]["compute"]["price"].pop("text"),
+     "operations.previewMessage.compute.price: missing ['text']"),
+    (lambda d: d["operations"]["previewMessage"]["compute"]["price"].update(
+        credits="sendMessage"),
+     "operations.previewMessage.compute: asks 'sendMessage', which is no GET operation"),
+    (lambda d: d["operations"]["previewMessage"].update(response={"x": {"from": "x"}}),
+     "operations.previewMessage: a computed operation's answer is the computation's"),
     (lambda d: d["operations"]["getBalance"].update(http="GET /v1/messages/bulk"),
      None),  # same path, other method: allowed
     (lambda d: d["operations"]["getBalance"].update(http="POST /v1/messages"),

@@ -7,9 +7,10 @@ import re
 import httpx
 from starlette.testclient import TestClient
 
-from proxy.app import create_app
-from proxy.errors import ProblemError
+from proxy.app import create_app, load_spec
+from proxy.errors import PROBLEM_BASE, ProblemError
 from proxy.mapping import load_table
+from proxy.problems import catalogue
 from tests.conftest import Recorder
 
 
@@ -55,3 +56,13 @@ def test_an_unknown_type_is_a_404_problem():
 
 def _all(cls: type) -> list[type]:
     return [cls] + [sub for direct in cls.__subclasses__() for sub in _all(direct)]
+
+
+def test_the_spec_lists_every_problem_type_and_no_other():
+    """Problem.type is an enum in openapi.yaml, so typed clients can switch over it: it is
+    exactly the proxy's catalogue (its error classes and the status table)."""
+    spec = load_spec()
+    listed = spec["components"]["schemas"]["ProblemType"]["enum"]
+    known = {PROBLEM_BASE + slug for slug in catalogue(load_table().statuses)}
+    assert len(listed) == len(set(listed))
+    assert set(listed) == known

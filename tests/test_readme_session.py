@@ -24,10 +24,10 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def first_session() -> list[tuple[list[str], list[str]]]:
-    """(curl argv, comment lines) for each command of the README's first session block."""
-    block = re.search(r"## A first session\n\n```sh\n(.*?)```", README.read_text(), re.S)
-    assert block, "README has no 'A first session' block"
+def first_session(title: str = "A first session") -> list[tuple[list[str], list[str]]]:
+    """(curl argv, comment lines) for each command of the first sh block of a README section."""
+    block = re.search(rf"## {title}\n.*?```sh\n(.*?)```", README.read_text(), re.S)
+    assert block, f"README has no '{title}' block"
     commands: list[tuple[list[str], list[str]]] = []
     pending = ""
     for line in block.group(1).splitlines():
@@ -51,7 +51,8 @@ def first_session() -> list[tuple[list[str], list[str]]]:
     return commands
 
 
-VOLATILE = {"campaign_id", "reported_at"}  # new every run
+# New every run, or depending on what ran before.
+VOLATILE = {"campaign_id", "reported_at", "available_credits"}
 
 
 def _steady(value):
@@ -95,11 +96,13 @@ def proxy_url(tmp_path_factory):
         log.close()
 
 
-def test_the_readme_first_session_works_as_written(proxy_url):
+@pytest.mark.parametrize(("title", "least"), [("A first session", 4),
+                                             ("Price before you send", 1)])
+def test_the_readme_sessions_work_as_written(proxy_url, title, least):
     curl = shutil.which("curl")
     assert curl, "curl is needed to run the README's commands"
-    commands = first_session()
-    assert len(commands) >= 4
+    commands = first_session(title)
+    assert len(commands) >= least
     for argv, comments in commands:
         assert argv[0] == "curl"
         argv = [curl, "-s", "-w", "\n%{http_code}"] + [

@@ -106,6 +106,9 @@ def test_answer_fields_match_the_mapping_table(op_id):
     if op.success == 204:
         assert content is None and not op.response
         return
+    if op.compute is not None:  # its computation answers: tests/test_preview.py checks them
+        assert content is not None and not op.response
+        return
     fields = _field_paths(op.response)
     if op.feed is not None:  # what every page adds to the rows (proxy/endpoint.py)
         fields |= {"/next_cursor", "/incomplete/*/minute", "/incomplete/*/reachable",
@@ -145,3 +148,12 @@ def test_every_phone_the_spec_admits_the_proxy_accepts(schema, converter):
 
     accepted()
     assert not re.search(pattern, "0401234567" if schema == "MobileNumber" else "0123456")
+
+
+def test_the_operations_that_take_an_idempotency_key_are_those_that_change_state():
+    """Every non-GET operation of the table but a computed one (a preview changes nothing)."""
+    keyed = {op_id for op_id, (_, _, operation) in SPEC_OPERATIONS.items()
+             if any(p.get("$ref", "").endswith("/IdempotencyKey")
+                    for p in operation.get("parameters", []))}
+    assert keyed == {op.operation_id for op in TABLE.operations
+                     if op.method != "GET" and op.compute is None}

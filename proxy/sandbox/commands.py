@@ -15,19 +15,13 @@ from datetime import datetime, timedelta
 
 from lxml import etree
 
+from proxy.pricing import MAX_MESSAGE, UNSUBSCRIBE, compose, count
 from proxy.sandbox.accounts import Account
 from proxy.sandbox.clock import MINUTE, format_time, parse_time
-from proxy.sandbox.gsm import parts
 from proxy.sandbox.phones import landline, local, mobile, national
 from proxy.sandbox.records import ContactList, Delivery, Member, Phase, Report
 from proxy.sandbox.state import State
-from proxy.sandbox.texts import (
-    DLR_TEXTS,
-    UNSUBSCRIBE,
-    VERIFICATION_LINE,
-    VERIFY_LANDLINE,
-    VERIFY_MOBILE,
-)
+from proxy.sandbox.texts import DLR_TEXTS, VERIFICATION_LINE, VERIFY_LANDLINE, VERIFY_MOBILE
 from proxy.sandbox.wire import Rejected, missing, node, rows, unknown_error
 
 
@@ -48,7 +42,6 @@ class Reply:
 
 Handler = Callable[[Call], Reply]
 
-MAX_MESSAGE = 1005  # NOTES.md, Message length and cost
 # 2.2.1: "The max limit of DLR's in each request is 1000"; the project assumes the same cap for
 # every report command, keeping the oldest (docs/upstream-protocol.md#report-size).
 MAX_ROWS = 1000
@@ -56,7 +49,6 @@ MAX_WINDOW = timedelta(days=7)     # 2.2: "a range of 1 week up to 1 year back"
 MAX_AGE = timedelta(days=365)
 _SENDER = re.compile(r"[0-9A-Za-z ]{1,11}")  # 1.1, source; NOTES.md: "OSHI GEDERA"
 _DIGITS = re.compile(r"[0-9]+")
-_DYNAMIC = re.compile(r"\[DYNAMIC_FIELD([1-6])\]")  # 1.1, add_dynamic
 _NO_FIELDS = ("",) * 6
 
 
@@ -161,15 +153,6 @@ def _targets(call: Call, destinations: etree._Element) -> dict[str, tuple[str, t
     return targets
 
 
-def _compose(message: _Message, options: _Options, fields: tuple[str, ...]) -> str:
-    text = message.text
-    if message.tag == "#":  # 1.1: "#Hello world result=> "<#>Hello world""
-        text = "<#>" + text
-    if message.dynamic:
-        text = _DYNAMIC.sub(lambda match: fields[int(match[1]) - 1], text)
-    return text + UNSUBSCRIBE.get(options.unsubscribe, "")
-
-
 def _deliveries(call: Call, message: _Message, options: _Options) -> tuple[int, list[Delivery]]:
     """(valid destinations, deliveries): blacklisted numbers are skipped, not charged."""
     targets = _targets(call, message.destinations)
@@ -179,9 +162,10 @@ def _deliveries(call: Call, message: _Message, options: _Options) -> tuple[int, 
     for number, (external_id, fields) in targets.items():
         if number in blocked:
             continue
-        text = _compose(message, options, fields)
+        text = compose(message.text, tag=message.tag, personalize=message.dynamic,
+                       fields=fields, unsubscribe=options.unsubscribe)
         if text not in costs:
-            costs[text] = parts(text)
+            costs[text] = count(text).parts
         deliveries.append(Delivery(number, external_id, text, costs[text],
                                    sender=message.source))
     return len(targets), deliveries

@@ -14,8 +14,8 @@ from datetime import datetime
 from operator import attrgetter
 
 from proxy.convert import ConversionError, mobile_to_xml, phone_to_xml
+from proxy.pricing import MAX_MESSAGE
 from proxy.sandbox.accounts import Account
-from proxy.sandbox.commands import MAX_MESSAGE
 from proxy.sandbox.phones import mobile, national
 from proxy.sandbox.records import Campaign, Delivery, Incoming, Phase
 from proxy.sandbox.state import State

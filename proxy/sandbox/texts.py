@@ -41,13 +41,6 @@ DLR_TEXTS: Final[dict[int, tuple[str, str]]] = {
 }
 FAILURES: Final = (1, 2, 4, 7, 15, 17, 108, 747)
 
-# What add_unsubscribe appends (document 1.1: "Remove by link set 3, Remove by return SMS
-# set 2"). The document gives no wording; these are English so they keep GSM-7 text GSM-7,
-# and they are fixed, so their cost is predictable.
-UNSUBSCRIBE: Final = {
-    2: "\nReply STOP to unsubscribe",
-    3: "\nUnsubscribe: smsleads.co.il/u",
-}
 OPT_OUT_WORDS: Final = frozenset({"STOP", "הסר"})
 
 # What recipients of a response=1 send answer, chosen per recipient by the seed.

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from tests.clients.prism import Prism, running_prism
+from tests.clients.support import ROOT, SPEC, npm_install
+from tests.conftest import FIGURES
 from tests.processes import Server, running
 
 
@@ -15,3 +19,25 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running(tmp_path_factory.mktemp("proxy"), ["--sandbox"],
                  env={"SANDBOX_DLR_DELAY": "0"}) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def prism(proxy: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prism]:
+    """Prism validating every request and answer against openapi.yaml, in front of the
+    session's proxy (tests/clients/prism.py); started once per session."""
+    tools = npm_install(ROOT / "tests" / "tools") / ".bin"
+    with running_prism(tools / "prism", SPEC, proxy.base, tmp_path_factory.mktemp("prism")) as server:
+        yield server
+
+
+@pytest.fixture
+def validated(prism: Prism, request: pytest.FixtureRequest) -> Iterator[Prism]:
+    """Prism, and after the test: none of the requests it saw broke the spec, nor did any
+    answer. The count goes to the run's figures."""
+    with httpx.Client(auth=("demo", "demo-token"), timeout=30) as probe:
+        prism.since_last(probe)
+        yield prism
+        requests, violations = prism.since_last(probe)
+    FIGURES.append(f"prism, {request.node.name}: {requests - 1} requests and answers "
+                   f"validated, {len(violations)} violations")
+    assert violations == [], "\n".join(violations)

@@ -25,7 +25,7 @@ def test_generated_clients_cover_every_operation():
     python_code = "".join(p.read_text() for p in python.glob("*.py"))
     typescript_code = "".join(p.read_text() for p in typescript.glob("*.ts"))
     modules = {p.stem for p in httpx_client.glob("*/*.py")}
-    for operation in ("send_message", "cancel_campaign", "get_balance", "list_delivery_reports",
+    for operation in ("send_message", "preview_message", "preview_bulk", "cancel_campaign", "get_balance", "list_delivery_reports",
                       "transfer_subscriber_credits", "remove_contact", "verify_sender_ids"):
         assert f"def {operation}(" in python_code
         assert operation in modules

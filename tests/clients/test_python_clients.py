@@ -1,8 +1,11 @@
 """The scenario of a new user, through each generated Python client, over real HTTP.
 
 The clients are generated from openapi.yaml (support.generate, cached under .cache/clients)
-and imported from there; the proxy is ``python -m proxy --sandbox`` on loopback (conftest).
-tests/clients/scenario.ts is the same scenario through the TypeScript client.
+and imported from there; the proxy is ``python -m proxy --sandbox`` on loopback, behind Prism,
+which checks every request and answer against openapi.yaml (conftest). The one request that
+breaks the spec on purpose (a landline as a recipient) goes to the proxy directly: Prism
+would answer it itself. tests/clients/scenario.ts is the same scenario through the
+TypeScript client.
 """
 
 from __future__ import annotations
@@ -57,14 +60,22 @@ def _problem_of(sdk: ModuleType, exc_type: type[Exception], call: Any) -> Any:
     return problem
 
 
-def test_scenario_through_the_openapi_generator_python_client(sdk, proxy):
-    config = sdk.Configuration(host=proxy.base, username="demo", password="demo-token")
+def test_scenario_through_the_openapi_generator_python_client(sdk, proxy, validated):
+    config = sdk.Configuration(host=validated.base, username="demo", password="demo-token")
     with sdk.ApiClient(config) as api:
         account, messages = sdk.AccountApi(api), sdk.MessagesApi(api)
         campaigns, reports = sdk.CampaignsApi(api), sdk.ReportsApi(api)
         lists, subscribers = sdk.ContactListsApi(api), sdk.SubscribersApi(api)
         blacklist, sender_ids = sdk.BlacklistApi(api), sdk.SenderIdsApi(api)
         credits = account.get_balance().credits
+
+        # What a send to two numbers would cost, nothing sent.
+        price = messages.preview_message(sdk.SendMessageRequest(
+            sender="DemoAPI", text="Shalom שלום", recipients=[
+                sdk.Recipient(phone="050-111-0001"), sdk.Recipient(phone="0501110002")]))
+        assert (price.credits, price.exact, price.sufficient) == (2, True, True)
+        assert [(t.encoding, t.parts, t.destinations) for t in price.texts] == [("UCS-2", 1, 2)]
+        assert account.get_balance().credits == credits
 
         # A send to two numbers with external ids; one credit each.
         sent = messages.send_message(sdk.SendMessageRequest(
@@ -164,15 +175,19 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy):
         # This client checks the spec's pattern itself: a landline is refused before sending...
         with pytest.raises(pydantic.ValidationError, match="phone"):
             sdk.Recipient(phone="0401234567")
-        # ... and when that check is skipped, the proxy's 422 arrives as the typed exception.
-        unchecked = sdk.Recipient.model_construct(phone="0401234567")
-        problem = _problem_of(sdk, sdk.exceptions.UnprocessableEntityException, lambda: messages.send_message(
-            sdk.SendMessageRequest(sender="DemoAPI", text="hi", recipients=[unchecked])))
-        assert problem.type == "/problems/invalid-request"
-        assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
         assert account.get_balance().credits == credits - 12
 
-    wrong = sdk.Configuration(host=proxy.base, username="demo", password="not-the-token")
+    # ... and when that check is skipped, the proxy's 422 arrives as the typed exception.
+    direct = sdk.Configuration(host=proxy.base, username="demo", password="demo-token")
+    with sdk.ApiClient(direct) as api:
+        unchecked = sdk.Recipient.model_construct(phone="0401234567")
+        problem = _problem_of(sdk, sdk.exceptions.UnprocessableEntityException,
+                              lambda: sdk.MessagesApi(api).send_message(sdk.SendMessageRequest(
+                                  sender="DemoAPI", text="hi", recipients=[unchecked])))
+    assert problem.type == "/problems/invalid-request"
+    assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
+
+    wrong = sdk.Configuration(host=validated.base, username="demo", password="not-the-token")
     with sdk.ApiClient(wrong) as api:
         problem = _problem_of(sdk, sdk.exceptions.UnauthorizedException, sdk.AccountApi(api).get_balance)
     assert (problem.type, problem.upstream_status) == ("/problems/invalid-credentials", 3)
@@ -209,16 +224,28 @@ class Calls:
         return problem
 
 
-def test_scenario_through_the_openapi_python_client(opc, proxy):
+def _opc_client(opc: ModuleType, base: str, token: str = "demo-token") -> Any:
+    return opc.AuthenticatedClient(base_url=base, token=token,
+                                   headers={"X-SMSLeads-Username": "demo"},
+                                   raise_on_unexpected_status=True)
+
+
+def test_scenario_through_the_openapi_python_client(opc, proxy, validated):
     # This generator keeps Python's builtins unshadowed: the fields `credits` and `type` are
     # the attributes `credits_` and `type_`, and the query parameter `from` is `from_`.
     models = importlib.import_module("smsleads_client.models")
-    client = opc.AuthenticatedClient(base_url=proxy.base, token="demo-token",
-                                     headers={"X-SMSLeads-Username": "demo"},
-                                     raise_on_unexpected_status=True)
+    client = _opc_client(opc, validated.base)
     with client:
         call = Calls(opc, client)
         credits = call("get_balance", 200).credits_
+
+        price = call("preview_bulk", 200, body=models.SendBulkRequest(messages=[
+            models.BulkMessage(sender="DemoAPI", text="x" * 161,
+                               recipients=[models.Recipient(phone="050-222-0001")]),
+            models.BulkMessage(sender="DemoAPI", text="hi",
+                               recipients=[models.Recipient(phone="050-222-0001")])]))
+        assert (price.credits_, price.available_credits, price.sufficient) == (3, credits, True)
+        assert [(t.message, t.parts) for t in price.texts] == [(0, 2), (1, 1)]
 
         sent = call("send_message", 202, body=models.SendMessageRequest(
             sender="DemoAPI", text="Your order has shipped", allow_replies=True,
@@ -302,14 +329,14 @@ def test_scenario_through_the_openapi_python_client(opc, proxy):
         assert problem.type_ == "/problems/insufficient-credit"
         problem = call.problem("get_contact_list", 404, id="999999999")
         assert problem.type_ == "/problems/contact-list-not-found"
-        problem = call.problem("send_message", 422, body=models.SendMessageRequest(
-            sender="DemoAPI", text="hi", recipients=[models.Recipient(phone="0401234567")]))
-        assert problem.type_ == "/problems/invalid-request"
-        assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
         assert call("get_balance", 200).credits_ == credits - 12
 
-    wrong = opc.AuthenticatedClient(base_url=proxy.base, token="not-the-token",
-                                    headers={"X-SMSLeads-Username": "demo"})
-    with wrong:
+    with _opc_client(opc, proxy.base) as direct:  # a body that breaks the spec: not via Prism
+        problem = Calls(opc, direct).problem("send_message", 422, body=models.SendMessageRequest(
+            sender="DemoAPI", text="hi", recipients=[models.Recipient(phone="0401234567")]))
+    assert problem.type_ == "/problems/invalid-request"
+    assert [e.pointer for e in problem.errors] == ["/body/recipients/0/phone"]
+
+    with _opc_client(opc, validated.base, token="not-the-token") as wrong:
         problem = Calls(opc, wrong).problem("get_balance", 401)
     assert (problem.type_, problem.upstream_status) == ("/problems/invalid-credentials", 3)

@@ -31,10 +31,11 @@ def compile_scenario(build: Path) -> Path:
     return build / "out" / "scenario.js"
 
 
-def test_scenario_through_the_typescript_fetch_client(proxy, tmp_path):
+def test_scenario_through_the_typescript_fetch_client(proxy, validated, tmp_path):
     node, _ = require_node()
     script = compile_scenario(tmp_path)
     run = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PROXY_URL": proxy.base})
+                         env={**os.environ, "PROXY_URL": validated.base,
+                              "DIRECT_URL": proxy.base})
     assert run.returncode == 0, f"the scenario failed:\n{run.stdout}{run.stderr}"
     assert run.stdout.splitlines() == [f"ok {step}" for step in STEPS] + ["scenario passed"]

@@ -9,7 +9,6 @@ import pytest
 
 from proxy.sandbox import ISRAEL, Account, Conflict, FixedClock, Sandbox, SystemClock
 from proxy.sandbox.clock import format_time, parse_time
-from proxy.sandbox.gsm import parts
 from tests.sandbox.support import TODAY, Client, envelope, status
 
 NULL = "<transactions><external_id>null</external_id></transactions>"
@@ -82,20 +81,6 @@ async def test_system_clock_processes_due_reports_lazily() -> None:
 
 
 # ── GSM-7 / UCS-2 parts ──────────────────────────────────────────────────────────────────
-
-
-@pytest.mark.parametrize(("text", "count"), [
-    ("", 1), ("a" * 160, 1), ("a" * 161, 2), ("a" * 459, 3), ("a" * 460, 4),
-    ("{" * 80, 1), ("{" * 81, 2),
-    ("a" * 152 + "€" + "a" * 152, 3),  # 306 septets, but an escape pair is never split
-    ("ñÑüÜ@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ¤¡§¿äöà", 1),   # all GSM-7: 160 fit
-    ("é" * 160, 1), ("ê" * 70, 1), ("ê" * 71, 2),            # ê is not GSM-7
-    ("ש" * 201, 3), ("ש" * 202, 4), ("ש" * 268, 4), ("ש" * 335, 5),  # NOTES: 201/268/335
-    ("😀" * 35, 1), ("😀" * 36, 2),
-    ("a" * 66 + "😀" + "a" * 66, 3),  # 134 units, but a surrogate pair is never split
-])
-def test_gsm_parts(text: str, count: int) -> None:
-    assert parts(text) == count
 
 
 # ── SQLite persistence ───────────────────────────────────────────────────────────────────
