@@ -61,8 +61,9 @@ def spec_routes(spec: dict[str, Any], windows: Iterable[tuple[str, str]] = (),
 
 def _recent_windows(spec: dict[str, Any], as_yaml: bytes, windows: dict[str, str],
                     now: datetime) -> tuple[dict[str, Any], bytes]:
-    """A report window must start within the last 365 days (docs/upstream-protocol.md#report-
-    windows): the file's fixed example dates would stop working a year on. Served, the
+    """A report window must start within the last 365 days
+    (docs/upstream-protocol.md#report-windows): the file's fixed example dates would stop
+    working a year on. Served, the
     window's examples are yesterday, so "Try it out" and a run from the examples always work.
     The YAML keeps its form: only the example values change."""
     spec = copy.deepcopy(spec)

@@ -161,3 +161,16 @@ def test_every_status_code_is_in_the_protocol_document():
     table = PROTOCOL.split("### Code table", 1)[1].split("\n## ", 1)[0]
     listed = {int(code) for code in re.findall(r"^\| *`?(-?\d+)`? *\|", table, re.M)}
     assert set(load_table().statuses.codes) <= listed
+
+
+def test_the_code_cites_the_protocol_document_in_the_repository():
+    """Comments cite docs/upstream-protocol.md, never a file outside the repository, and every
+    section they cite exists."""
+    anchors = {re.sub(r"[^\w\- ]", "", heading.lower()).strip().replace(" ", "-")
+               for heading in re.findall(r"^#+ (.+)$", PROTOCOL, re.M)}
+    outside = re.compile(r"NOTES\.md|smsleads-xml-api|shared/upstream")
+    for path in [*PROXY.rglob("*.py"), *PROXY.rglob("*.yaml")]:
+        text = path.read_text()
+        assert not outside.search(text), path
+        for anchor in re.findall(r"upstream-protocol\.md#([\w\-]+)", text):
+            assert anchor in anchors, (path, anchor)

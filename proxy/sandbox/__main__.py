@@ -59,7 +59,8 @@ def parse_args(argv: Sequence[str] | None,
                         help="SQLite file that keeps the state across restarts")
     parser.add_argument("--quirks", action="store_true",
                         default=_flag(env.get("SANDBOX_QUIRKS", "")),
-                        help="answer as the document's examples print them")
+                        help="answer with the quirks of the provider's examples "
+                             "(docs/upstream-protocol.md#quirks)")
     parser.add_argument("--seed", type=int,
                         default=int(env["SANDBOX_SEED"]) if env.get("SANDBOX_SEED") else None)
     parser.add_argument("--accounts", default=env.get("SANDBOX_ACCOUNTS"),

@@ -55,8 +55,8 @@ def load_account(record: Mapping[str, Any]) -> Account:
 
 def authenticate(by_token: Mapping[str, Account], authorization: str | None,
                  username: str | None) -> Account:
-    """The account a request speaks for (NOTES.md, Tokens): the token decides, the
-    username must agree with it."""
+    """The account a request speaks for (docs/upstream-protocol.md#authentication): the token
+    decides, the username must agree with it."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

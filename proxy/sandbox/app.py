@@ -4,8 +4,8 @@ console at ``/sandbox`` (console.py).
     app = create_app(Sandbox())
     httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox")
 
-Every well-formed exchange is HTTP 200, errors included (NOTES.md, Transport: "Errors come
-back as HTTP 200 with a non-zero <status>"). Other paths are 404, other methods 405; the
+Every well-formed exchange is HTTP 200, errors included: the <status> says what happened
+(docs/upstream-protocol.md#transport). Other paths are 404, other methods 405; the
 console's refusals are problems (application/problem+json), as the proxy's are.
 """
 

@@ -14,7 +14,8 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 ISRAEL = ZoneInfo("Asia/Jerusalem")
-WIRE_TIME = "%d/%m/%y %H:%M"  # "dd/mm/yy hh:mm", Israel local time (NOTES.md, Dates)
+# "dd/mm/yy hh:mm", Israel local time (docs/upstream-protocol.md#dates)
+WIRE_TIME = "%d/%m/%y %H:%M"
 MINUTE = timedelta(minutes=1)
 
 

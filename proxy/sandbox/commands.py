@@ -2,8 +2,9 @@
 
 A handler gets the authenticated :class:`Call` and returns a :class:`Reply`, or raises
 :class:`~proxy.sandbox.wire.Rejected`. Handlers check everything before they change
-anything, so a refused request leaves no trace (the document: "Not enough credit" sends
-nothing). Section numbers cite smsleads-xml-api.txt.
+anything, so a refused request leaves no trace (a send short of credit sends nothing:
+docs/upstream-protocol.md#check-order). Sections cite docs/upstream-protocol.md, whose anchors
+are the commands' names (#sms, #bulk, ...).
 """
 
 from __future__ import annotations
@@ -42,18 +43,20 @@ class Reply:
 
 Handler = Callable[[Call], Reply]
 
-# 2.2.1: "The max limit of DLR's in each request is 1000"; the project assumes the same cap for
-# every report command, keeping the oldest (docs/upstream-protocol.md#report-size).
+# At most 1,000 delivery reports an answer; the project assumes the same cap for every report
+# command, keeping the oldest (docs/upstream-protocol.md#report-size).
 MAX_ROWS = 1000
-MAX_WINDOW = timedelta(days=7)     # 2.2: "a range of 1 week up to 1 year back"
+MAX_WINDOW = timedelta(days=7)     # docs/upstream-protocol.md#report-windows: 7 days long, 365 back
 MAX_AGE = timedelta(days=365)
-_SENDER = re.compile(r"[0-9A-Za-z ]{1,11}")  # 1.1, source; NOTES.md: "OSHI GEDERA"
+# Letters, digits and spaces, which real senders have (docs/upstream-protocol.md#sender-ids).
+_SENDER = re.compile(r"[0-9A-Za-z ]{1,11}")
 _DIGITS = re.compile(r"[0-9]+")
 _NO_FIELDS = ("",) * 6
 
 
 # ── Reading the request ──────────────────────────────────────────────────────────────────
-# Every text is stripped: the document's own examples write "<username> xxxxxx </username>".
+# Every text is stripped: the provider's own examples pad values with spaces
+# (docs/upstream-protocol.md#padded-texts).
 
 
 def _text(parent: etree._Element, name: str) -> str | None:
@@ -79,7 +82,7 @@ def _texts(parent: etree._Element, path: str) -> list[str]:
     return [(element.text or "").strip() for element in parent.iterfind(path)]
 
 
-# ── Sending (1.1, 1.2) ───────────────────────────────────────────────────────────────────
+# ── Sending (docs/upstream-protocol.md#sms, #bulk) ────────────────────────────────────────────────
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +107,14 @@ def _message(call: Call, element: etree._Element, response: bool) -> _Message:
     text = _required(element, "message")
     if not 0 < len(text) <= MAX_MESSAGE:
         raise Rejected(989)
-    # With response=1 "the value you wrote will be ignored" (1.1): a random number is used.
+    # With response=1 the given sender is replaced by a random reply-able number, so it is not
+    # checked (docs/upstream-protocol.md#reply-numbers).
     if not response:
         if not _SENDER.fullmatch(source):
             raise Rejected(9)
         if _DIGITS.fullmatch(source) and national(source) not in call.account.verified:
-            raise Rejected(515)  # NOTES.md: a numeric sender must be verified first
+            # A numeric sender is verified first (docs/upstream-protocol.md#sender-ids).
+            raise Rejected(515)
     return _Message(source, text, _text(element, "tag"), _text(element, "add_dynamic") == "1",
                     destinations)
 
@@ -221,7 +226,7 @@ def cancel(call: Call) -> Reply:
     if campaign.phase is not Phase.SCHEDULED:
         raise Rejected(966)
     call.state.cancel(campaign)
-    return Reply("Campaign successfuly cancel")  # sic, 2.7
+    return Reply("Campaign successfuly cancel")  # sic (docs/upstream-protocol.md#cancel)
 
 
 def balance(call: Call) -> Reply:
@@ -229,7 +234,7 @@ def balance(call: Call) -> Reply:
     return Reply(f"Your balance is:{credits}", [node("balance", credits)])
 
 
-# ── Reports (2.2, 2.3, 2.4.1) ────────────────────────────────────────────────────────────
+# ── Reports (docs/upstream-protocol.md#dlr, #incoming, #blacklist) ────────────────────────────────
 
 
 def _window(call: Call) -> tuple[datetime, datetime]:
@@ -271,7 +276,8 @@ def dlr(call: Call) -> Reply:
 
 
 def dlr_by_date(call: Call) -> Reply:
-    # 2.2.2: <transactions><external_id>null</external_id></transactions>, whatever it holds.
+    # dlrByDate's <transactions> holds the text "null", whatever it holds
+    # (docs/upstream-protocol.md#dlrbydate).
     _element(call.request, "transactions")
     start, end = _window(call)
     return Reply("", [_dlr_rows(call.state.reports_between(call.account.username, start, end))])
@@ -300,12 +306,13 @@ def remove_from_blacklist(call: Call) -> Reply:
         raise Rejected(933)
     removed = sum(call.state.unblock(call.account.username, number) for number in numbers)
     absent = len(given) - removed
-    # NOTES.md: 944 when some were not on the list; the text is the document's (2.4.2).
+    # 944 when some were not on the list, with the provider's wording
+    # (docs/upstream-protocol.md#rmnumbl).
     return Reply(f"{removed} phone numbers Successfully deleted , "
                  f"{absent} Phone numbers not exist in blacklist", status=944 if absent else 0)
 
 
-# ── Subscribers (2.5) ────────────────────────────────────────────────────────────────────
+# ── Subscribers (docs/upstream-protocol.md#addsub, #getblancesubs, #updateamountsub) ──────────────
 
 
 def _parent(call: Call) -> Account:
@@ -366,7 +373,7 @@ def subscriber_balances(call: Call) -> Reply:
         for sub in subscribers))])
 
 
-# ── Contact lists (2.6) ──────────────────────────────────────────────────────────────────
+# ── Contact lists (docs/upstream-protocol.md#newcl ... #rmnumcl) ──────────────────────────────────
 
 
 def _bad_phone(given: str) -> str:
@@ -408,12 +415,13 @@ def new_contact_lists(call: Call) -> Reply:
         contact_list = call.state.new_list(call.account.username, name)
         _add_members(contact_list, spec.find("destinations"), errors)
         ids.append(contact_list.id)
-    return Reply("conact list successfully created",  # sic, 2.6.1
+    return Reply("conact list successfully created",  # sic (docs/upstream-protocol.md#newcl)
                  [_errors(errors), node("identifiers", None, (node("identifier", i) for i in ids))])
 
 
 def remove_contact_lists(call: Call) -> Reply:
-    """Status 0 even when no id existed: the upstream reports them under <errors> (2.6.2)."""
+    """Status 0 even when no id existed: the upstream reports them under <errors>
+    (docs/upstream-protocol.md#partial-successes)."""
     errors = []
     for raw_id in _texts(_element(call.request, "cl"), "id"):
         contact_list = _own_list(call, raw_id)
@@ -478,7 +486,7 @@ def contact_list_by_id(call: Call) -> Reply:
         [("phone", phone), ("name", contact_list.name)] for phone in _members(contact_list)))])
 
 
-# ── Sender ids (2.8) ─────────────────────────────────────────────────────────────────────
+# ── Sender ids (docs/upstream-protocol.md#verify_phone) ───────────────────────────────────────────
 
 
 def verify_phone(call: Call) -> Reply:
@@ -511,7 +519,7 @@ COMMANDS: dict[str, Handler] = {
     "rmNumBL": remove_from_blacklist,
     "addSub": add_subscriber,
     "updateAmountSub": update_subscriber_amount,
-    "getBlanceSubs": subscriber_balances,  # sic, 2.5.3
+    "getBlanceSubs": subscriber_balances,  # sic (docs/upstream-protocol.md#getblancesubs)
     "newCL": new_contact_lists,
     "removeCL": remove_contact_lists,
     "addNumCL": add_contacts,

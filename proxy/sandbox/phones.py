@@ -1,4 +1,4 @@
-"""Israeli phone numbers as the upstream reads them (document 1.1, 2.8; NOTES.md, Phone numbers).
+"""Israeli phone numbers as the upstream reads them (docs/upstream-protocol.md#phone-numbers).
 
     >>> mobile("0521234567"), mobile(" 521234567 "), mobile("+972521234567")
     ('521234567', '521234567', None)
@@ -32,5 +32,6 @@ def national(digits: str) -> str:
 
 
 def local(number: str) -> str:
-    """The written form of a national number, 05XXXXXXXX (document 2.3's incoming answer)."""
+    """The written form of a national number, 05XXXXXXXX (as incoming messages give them:
+    docs/upstream-protocol.md#incoming)."""
     return "0" + number

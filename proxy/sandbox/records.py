@@ -1,7 +1,8 @@
 """What the simulated upstream remembers, and how each record is written to SQLite (as JSON).
 
 Phone numbers are kept as national numbers (``521234567``); contact-list members also keep
-the text they were given, which is what getCL shows (document 2.6.4 mixes both forms).
+the text they were given, which is what getCL shows (the provider's example mixes both forms:
+docs/upstream-protocol.md#getcl).
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ from proxy.sandbox.store import Change, Rows, Store
 from proxy.sandbox.texts import DELIVERED, FAILURES, OPT_OUT_WORDS, REPLIES, SEEDED_INCOMING
 
 _AT = attrgetter("at")
-# The demo account starts with something to see in its blacklist window (2.4.1):
-# national number, how long ago it was added.
+# The demo account starts with something to see in its blacklist window
+# (docs/upstream-protocol.md#blacklist): national number, how long ago it was added.
 _SEEDED_BLACKLIST = (("529999999", timedelta(days=2)), ("528888888", timedelta(days=5)))
 
 
@@ -79,7 +79,7 @@ class State:
 
     def _seed(self, seed: int, now: datetime) -> None:
         rng = random.Random(seed)
-        # Id ranges look like the document's (shipment 890578760, list 17419).
+        # Id ranges look like the upstream's (docs/upstream-protocol.md#sms, #newcl).
         self.ids = {"seed": seed, "campaign": rng.randrange(800_000_000, 900_000_000),
                     "list": rng.randrange(17_000, 22_000), "user": rng.randrange(1_000, 10_000),
                     "incoming": 0}
@@ -160,8 +160,8 @@ class State:
         campaign_id = self.next_id("campaign")
         reply_to = None
         if response:
-            # "a random "source" number attached to the SMS" (1.1); 055 is a virtual
-            # operator's prefix, so the number looks reply-able.
+            # The upstream's own random sender (docs/upstream-protocol.md#reply-numbers); 055 is a
+            # virtual operator's prefix, so the number looks reply-able.
             reply_to = f"55{int(self.draw('reply-to', campaign_id) * 10**7):07d}"
         campaign = Campaign(campaign_id, owner.username, at, phase, deliveries, reply_to,
                             unsubscribe)

@@ -25,11 +25,11 @@ _USED = {1, 2, 3, 4, 8, 9, 10, 11, 503, 504, 510, 511, 515, 933, 955, 966, 977, 
 if _USED - STATUS_MESSAGES.keys():
     raise RuntimeError(f"proxy/statuses.yaml lacks codes {sorted(_USED - STATUS_MESSAGES.keys())}")
 
-# Delivery reports: the codes of NOTES.md ("DLR statuses on the same backend") with a
-# Hebrew and an English text each, as every DLR transaction carries both (document 2.2.1).
+# Delivery reports: the backend's status codes (docs/upstream-protocol.md#dlr-states), each with a
+# Hebrew and an English text, as every report row carries both (docs/upstream-protocol.md#dlr).
 DELIVERED: Final = 102
 DLR_TEXTS: Final[dict[int, tuple[str, str]]] = {
-    102: ("הגיע ליעד", "Delivered"),  # the document's own pair
+    102: ("הגיע ליעד", "Delivered"),  # the provider's example's own pair
     1: ("נכשל", "Failed: handset off or out of network"),
     2: ("פג תוקף", "Expired after retries"),
     4: ("לא נמסר על ידי המפעיל", "Not delivered by the operator"),
@@ -49,7 +49,8 @@ REPLIES: Final = ("Thanks", "Thank you!", "OK", "Got it, thanks")
 # Seeded incoming messages of the demo account.
 SEEDED_INCOMING: Final = ("Hi, is the offer still valid?", "Please call me back")
 
-# verify_phone: the document's two lines (2.8); landlines are verified by a call to this line.
+# verify_phone: the provider's two lines (docs/upstream-protocol.md#verify_phone); landlines are
+# verified by a call.
 VERIFY_MOBILE: Final = "verification link will be send to {phone}"
 VERIFY_LANDLINE: Final = "in order to complete the verification of {phone} call to {line}"
 VERIFICATION_LINE: Final = "0500000001"

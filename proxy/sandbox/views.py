@@ -80,7 +80,8 @@ def account(record: dict[str, Any]) -> View:
 def delivery(row: list[Any], phase: str, reply_to: str | None) -> View:
     number, external_id, text, cost, status, reported_at, *sender = row
     he_text, en_text = DLR_TEXTS.get(status, (None, None)) if status is not None else (None, None)
-    # With response=1 the phone sees the random reply-able number, not the sender given (1.1).
+    # With response=1 the phone sees the random reply-able number, not the sender given
+    # (docs/upstream-protocol.md#reply-numbers).
     shown_sender = phone(reply_to) if reply_to else (sender[0] if sender else None)
     return {"phone": phone(number), "external_id": external_id or None, "text": text,
             "parts": cost, "sender": shown_sender or None,

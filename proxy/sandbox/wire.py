@@ -4,7 +4,7 @@
     b'<?xml version="1.0" encoding="utf-8"?>\\n<balance><status>0</status>...</balance>'
 
 Answers are built with lxml; the XML declaration is the one of a captured real answer
-(NOTES.md, Transport), which lxml would write with single quotes.
+(docs/upstream-protocol.md#transport), which lxml would write with single quotes.
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ class Rejected(Exception):
 
 
 def missing(field: str) -> Rejected:
-    # The document's table: status 2 "means that one of the XML fields was missing. The
-    # message would say what field is missing."
+    # Status 2 names the missing element in its message (docs/upstream-protocol.md#code-table).
     return Rejected(2, f"Missing field: {field}")
 
 
@@ -47,8 +46,8 @@ def unknown_error(rule: str) -> Rejected:
 
 
 def parse(body: bytes) -> etree._Element:
-    # Leading whitespace is tolerated: the document's PHP example #1 sends a newline
-    # before the XML declaration.
+    # Leading whitespace is tolerated: one of the provider's examples sends a newline before
+    # the XML declaration (docs/upstream-protocol.md#encodings).
     if b"<!DOCTYPE" in body:  # entities can only be declared in one
         raise Rejected(1)
     try:
@@ -103,13 +102,17 @@ def _one_per_line(match: re.Match[str]) -> str:
 
 
 def quirk(normal: bytes, command: str) -> bytes:
-    """The answer as the document's examples print it, made from the normal answer:
+    """The answer as the provider's examples print it (docs/upstream-protocol.md#rendering),
+    made from the normal answer:
 
     - one element per line, declaration ``encoding="UTF-8"`` (verify_phone's example says
       ``utf-8``), empty elements written ``<message></message>``;
-    - ``<shipment_id>`` never closed: ``<shipment_id>123<shipment_id>`` (1.1, 1.2, 2.2.1);
-    - rmNumBL without a root: ``<status>`` and ``<message>`` at the top (2.4.2);
-    - bulk answered with root ``sms`` and ``<add_unsubscribe>0</add_unsubscribe>`` first (1.2).
+    - ``<shipment_id>`` never closed: ``<shipment_id>123<shipment_id>``
+      (docs/upstream-protocol.md#unclosed-shipment_id);
+    - rmNumBL without a root: ``<status>`` and ``<message>`` at the top
+      (docs/upstream-protocol.md#root-less-rmnumbl-answer);
+    - bulk answered with root ``sms`` and ``<add_unsubscribe>0</add_unsubscribe>`` first
+      (docs/upstream-protocol.md#bulk-answer-root).
     """
     text = normal.decode("utf-8")
     if command != "verify_phone":
