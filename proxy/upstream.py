@@ -1,10 +1,12 @@
 """The one door to the SMS Leads API: send an envelope, get a checked answer.
 
-A process has one :class:`Upstream`, opened in the app's lifespan around one pooled transport
-(``httpx.AsyncBaseTransport``: proxy/transport.py's in production; tests and the embedded
-sandbox hand in their own). It calls the transport directly: httpx's client would only add
-cookies, redirects and default headers a proxy has no use for, and their cost (bench/).
-Everything httpx or lxml can raise is translated here, and only here, into :mod:`proxy.errors`.
+A process has one :class:`Upstream`, opened in the app's lifespan around one pooled wire:
+proxy/transport.py's on aiohttp in production, or any ``httpx.AsyncBaseTransport`` (tests and
+the embedded sandbox hand in ``MockTransport`` or ``ASGITransport``), called through httpx's
+transport interface by :class:`HttpxWire`. Neither goes through httpx's client, which would
+only add cookies, redirects and default headers a proxy has no use for, and their cost
+(bench/). Both wires raise httpx's exceptions; those and lxml's are translated here, and only
+here, into :mod:`proxy.errors`.
 
 Around each call: a deadline for the whole exchange (a server that trickles its answer one
 byte at a time never trips httpx's per-read timeout), the circuit breaker (proxy/breaker.py),
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import httpx
 from lxml import etree
@@ -38,6 +41,9 @@ from proxy.errors import (
     UpstreamUnreachable,
 )
 from proxy.mapping import StatusTable
+from proxy.transport import AiohttpTransport, Read
+
+T = TypeVar("T")
 
 # Backoff between read retries: "full jitter", a random wait up to 0.1 s, 0.2 s, 0.4 s ... 1 s
 # (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015).
@@ -137,15 +143,47 @@ def _connection_failed(exc: BaseException) -> bool:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+Timeouts = Mapping[str, float | None]  # httpx's: connect, read, write, pool
+
+
+class Wire(Protocol):
+    """One POST and its answer, handed to ``read`` while the connection is held."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts,
+                   read: Read[T]) -> T: ...
+
+
+class HttpxWire:
+    """Any httpx transport as a wire: ``MockTransport`` and ``ASGITransport`` in tests and for
+    the embedded sandbox."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self.transport = transport
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeouts: Timeouts,
+                   read: Read[T]) -> T:
+        request = httpx.Request("POST", url, content=body, headers=headers,
+                                extensions={"timeout": dict(timeouts)})
+        answer = await self.transport.handle_async_request(request)
+        try:
+            return await read(answer.status_code, answer.headers.get("content-length"),
+                              answer.aiter_bytes())
+        finally:
+            await answer.aclose()
+
+
+def wire_of(transport: httpx.AsyncBaseTransport | AiohttpTransport) -> Wire:
+    return transport if isinstance(transport, AiohttpTransport) else HttpxWire(transport)
 
 
 class Upstream:
-    def __init__(self, transport: httpx.AsyncBaseTransport, url: str, statuses: StatusTable, *,
+    def __init__(self, transport: httpx.AsyncBaseTransport | AiohttpTransport, url: str,
+                 statuses: StatusTable, *,
                  timeout: httpx.Timeout = DEFAULT_TIMEOUT,
                  unclosed: tuple[str, ...] = (), max_answer_bytes: int = 8 * 1024 * 1024,
                  deadline: float = 35.0, breaker: Breaker | None = None,
                  read_retries: int = 2, sleep: Sleep = asyncio.sleep) -> None:
-        self.transport, self.url, self.statuses = transport, httpx.URL(url), statuses
+        self.wire, self.url, self.statuses = wire_of(transport), url, statuses
         self.timeout = timeout.as_dict()
         self.unclosed, self.max_answer_bytes = unclosed, max_answer_bytes
         self.deadline, self.breaker = deadline, breaker or Breaker()
@@ -216,24 +254,20 @@ class Upstream:
     async def _exchange(self, body: bytes, headers: dict[str, str],
                         timeout: float | None) -> bytes:
         limits = self.timeout if timeout is None else httpx.Timeout(timeout).as_dict()
-        request = httpx.Request("POST", self.url, content=body, headers=headers,
-                                extensions={"timeout": limits})
-        answer = await self.transport.handle_async_request(request)
-        try:
-            return await self._read(answer)
-        finally:
-            await answer.aclose()
+        return await self.wire.post(self.url, body, headers, limits, self._read)
 
-    async def _read(self, answer: httpx.Response) -> bytes:
+    async def _read(self, status: int, declared: str | None, chunks: AsyncIterable[bytes]
+                    ) -> bytes:
         """The body of a 200, read no further than the limit (a 100 MB answer is refused)."""
-        if answer.status_code != 200:
-            raise UpstreamBadAnswer(f"the SMS Leads API answered HTTP {answer.status_code}")
+        if status != 200:
+            raise UpstreamBadAnswer(f"the SMS Leads API answered HTTP {status}")
         data = await read_bounded(
-            answer.aiter_bytes(), self.max_answer_bytes, answer.headers.get("content-length"),
+            chunks, self.max_answer_bytes, declared,
             lambda: UpstreamBadAnswer("the answer is larger than the proxy accepts"))
         if not data.strip():
             raise UpstreamBadAnswer("the SMS Leads API answered with an empty body")
         return data
 
 
-__all__ = ["Answer", "Upstream", "UpstreamError", "parse_answer", "read_status"]
+__all__ = ["Answer", "HttpxWire", "Upstream", "UpstreamError", "Wire", "parse_answer",
+           "read_status"]
