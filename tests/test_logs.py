@@ -4,11 +4,15 @@ a client's report to a line, and no secret anywhere."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import re
 
 import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pythonjsonlogger.json import JsonFormatter
 from starlette.testclient import TestClient
 
 from proxy import logs
@@ -129,3 +133,43 @@ def test_every_line_is_json_and_redacted_whoever_logs_it(capsys):
         ("smsleads_proxy.idempotency", "WARNING"), ("asyncio", "ERROR")]
     assert lines[0]["reason"] == "Redis failed"
     assert "tok-123" not in lines[1]["message"]
+
+
+# ── The formatter's short way, held to python-json-logger's own ─────────────────────────────
+
+# Pieces that make and almost make credentials: schemes in any case (and the letters Python's
+# IGNORECASE also takes for s and i), every kind of space, quotes and escapes JSON writes.
+_TEXT = st.lists(st.sampled_from([
+    *"aBcR sS\t\n\u2003\u0085\u017f\u0131\u0130\"\\é😀=+/-_.~:", "Basic ", "bearer ",
+    "BEARER\t", "Basic\u2003", "ba\u017fic ", "BAS\u0130C ", "held-secret-77", "dG9rZW4=", "x"]),
+    max_size=12).map("".join)
+_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT
+    | st.datetimes() | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6)
+_NAMES = st.sampled_from(["request_id", "route", "reason", "status", "_private", "color_message",
+                          "detail", "upstream_ms"])
+
+
+@given(message=_TEXT, args=st.lists(_VALUE, max_size=2), extra=st.dictionaries(_NAMES, _VALUE),
+       level=st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]))
+@settings(max_examples=300, deadline=None)
+def test_the_formatters_short_way_writes_what_python_json_logger_writes(message, args, extra,
+                                                                         level):
+    logs.hide("held-secret-77")
+    formatter = logs.JsonFormatter()
+    text = message + " %s" * len(args)
+    record = logging.getLogger("smsleads_proxy.x").makeRecord(
+        "smsleads_proxy.x", level, __file__, 1, text, tuple(args), None, extra=extra)
+    reference = logs.redact(JsonFormatter.format(formatter, copy.copy(record)))
+    assert formatter.format(record) == reference
+
+
+@given(_TEXT)
+@settings(max_examples=500, deadline=None)
+def test_redaction_finds_every_credential_the_pattern_finds(text):
+    logs.hide("held-secret-77")
+    expected = logs._CREDENTIALS.sub(rf"\1 {logs.REDACTED}", text).replace(
+        "held-secret-77", logs.REDACTED)
+    assert logs.redact(text) == expected
