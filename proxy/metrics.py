@@ -59,6 +59,30 @@ class Metrics:
         self.upstream_duration = Histogram(
             "smsleads_proxy_upstream_duration_seconds", "Time the SMS Leads API took to answer",
             ["command"], buckets=BUCKETS, registry=self.registry)
+        # Each combination's counter and histogram, looked up once: labels() on every request
+        # took a lock, checked the values and built a key, twice a request (bench/RESULTS.md).
+        self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._called: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request answered."""
+        key = (route, method, status)
+        series = self._answered.get(key)
+        if series is None:
+            series = self._answered[key] = (self.requests.labels(route, method, str(status)),
+                                            self.duration.labels(route, method))
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def called(self, command: str, status: str, seconds: float) -> None:
+        """One call to the upstream, by its <status> or its failure."""
+        key = (command, status)
+        series = self._called.get(key)
+        if series is None:
+            series = self._called[key] = (self.upstream_calls.labels(command, status),
+                                          self.upstream_duration.labels(command))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def exposition(self) -> bytes:
         if not multiprocess():

@@ -106,17 +106,14 @@ class Monitor:
             status = outcome[0] if outcome else "internal-error"
             if status.lstrip("-").isdigit():  # a <status> came back: the upstream is up
                 self.last_answer = self.clock()
-            self.metrics.upstream_calls.labels(command, status).inc()
-            self.metrics.upstream_duration.labels(command).observe(seconds)
+            self.metrics.called(command, status, seconds)
             exchange = _current.get()
             if exchange is not None:
                 exchange.command, exchange.upstream_status = command, status
                 exchange.upstream_seconds += seconds
 
     def finish(self, exchange: Exchange, seconds: float) -> None:
-        metrics = self.metrics
-        metrics.requests.labels(exchange.route, exchange.method, str(exchange.status)).inc()
-        metrics.duration.labels(exchange.route, exchange.method).observe(seconds)
+        self.metrics.answered(exchange.route, exchange.method, exchange.status, seconds)
         _log.info("request", extra={
             "request_id": exchange.request_id,
             "method": exchange.method,
