@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -177,12 +178,16 @@ def stack(upstream: str, front: str | None, *, proxy_args: tuple[str, ...] = (),
             yield servers
             return
         url = f"{back.url}/api"
-        front_args = (["-m", "bench.floor", "--upstream-url", url, "--port", "{port}"]
-                      if front == "floor" else
-                      ["-m", "proxy", "--upstream-url", url, "--workers", str(workers),
-                       *proxy_args, "--port", "{port}"])
-        with started(front, front_args, grace) as server:
-            servers.append(server)
-            for each in servers:
-                wait_ready(each)
-            yield servers
+        # The proxy's state (its Idempotency-Keys) in a directory of its own, removed after:
+        # in the default one, every run's keys piled up until the cap refused new ones.
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="state-", dir=CACHE) as state:
+            front_args = (["-m", "bench.floor", "--upstream-url", url, "--port", "{port}"]
+                          if front == "floor" else
+                          ["-m", "proxy", "--upstream-url", url, "--workers", str(workers),
+                           "--state-dir", state, *proxy_args, "--port", "{port}"])
+            with started(front, front_args, grace) as server:
+                servers.append(server)
+                for each in servers:
+                    wait_ready(each)
+                yield servers
