@@ -268,7 +268,7 @@ def cells(op: Operation, ops: list[Operation], concurrency: int, args: argparse.
                        and concurrency == max(CONCURRENCIES))
             run[side.name], found = measure(op, ops, side, concurrency, args, profile)
             if found is not None:
-                results.profiles.append((found, run[side.name].cpu_us))
+                results.profiles.append((found, run[side.name].loop_cpu_us))
         row.runs.append(run)
         line = "  ".join(f"{name} {load.rps:7.0f}" for name, load in run.items())
         print(f"  {op.name:<10} c={concurrency:<3} {line} req/s", flush=True)
@@ -355,7 +355,13 @@ def _ms(value: float) -> str:
 
 
 def _us(load: Load) -> str:
-    return f"{load.cpu_us:.0f} µs" if load.cpu_us else "—"
+    """CPU per request, and what of it other threads than the event loop's took (the SQLite
+    store's) when that is more than a few percent."""
+    if not load.cpu_us:
+        return "—"
+    others = load.cpu_us - (load.loop_cpu_us or load.cpu_us)
+    return f"{load.cpu_us:.0f} µs" + (f" ({others:.0f} off the loop)"
+                                      if others > 0.05 * load.cpu_us else "")
 
 
 def floor_table(results: Results) -> str:

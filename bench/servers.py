@@ -67,9 +67,11 @@ def stop(server: Server, grace: float = 15) -> None:
     stop_group(server.process, grace)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process so far (``/proc/PID/stat``, fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    """User and system CPU of a process so far (``/proc/PID/stat``, fields 14 and 15), or of
+    one of its threads (``/proc/PID/task/TID/stat``)."""
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    fields = Path(path).read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -104,6 +106,7 @@ class Load:
     errors: int
     cpu_us: float | None = None  # the server's CPU per request, where measured
     upstream_cpu_us: float | None = None  # its upstream's, where measured
+    loop_cpu_us: float | None = None  # of cpu_us, the main thread's (the event loop's)
 
 
 def _environment(request: Request) -> dict[str, str]:
@@ -138,15 +141,19 @@ def finish_wrk(process: subprocess.Popen[str], what: str) -> Load:
 
 def wrk(server: Server, request: Request, concurrency: int, seconds: float,
         upstream: Server | None = None) -> Load:
-    """wrk for ``seconds``, with the server's CPU per request (one process: no workers) and
-    its upstream's. CPU per request is what the machine's other load disturbs least."""
+    """wrk for ``seconds``, with the server's CPU per request (one process: no workers), its
+    main thread's, and its upstream's. CPU per request is what the machine's other load
+    disturbs least."""
     watched = [server] if upstream is None else [server, upstream]
     before = [cpu_seconds(each.pid) for each in watched]
+    loop_before = cpu_seconds(server.pid, server.pid)
     load = finish_wrk(start_wrk(server, request, concurrency, seconds),
                       f"{request.name} on {server.name} c={concurrency}")
-    used = [1e6 * (cpu_seconds(each.pid) - then) / max(1, load.requests)
+    requests = max(1, load.requests)
+    loop = 1e6 * (cpu_seconds(server.pid, server.pid) - loop_before) / requests
+    used = [1e6 * (cpu_seconds(each.pid) - then) / requests
             for each, then in zip(watched, before, strict=True)]
-    return dataclasses.replace(load, cpu_us=used[0],
+    return dataclasses.replace(load, cpu_us=used[0], loop_cpu_us=loop,
                                upstream_cpu_us=used[1] if len(used) > 1 else None)
 
 
