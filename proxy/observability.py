@@ -18,8 +18,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -89,28 +88,15 @@ class Monitor:
         """Seconds since the upstream last answered (any <status>), None if it never did."""
         return None if self.last_answer is None else self.clock() - self.last_answer
 
-    @contextmanager
-    def upstream_call(self, command: str) -> Iterator[list[str]]:
-        """Times one call; the caller appends the <status> it got (else the failure counts)."""
-        started, outcome = time.perf_counter(), list[str]()
-        try:
-            yield outcome
-        except UpstreamError as exc:
-            outcome.append(_outcome(exc))
-            raise
-        except asyncio.CancelledError:  # the client went away mid-call
-            outcome.append("cancelled")
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            status = outcome[0] if outcome else "internal-error"
-            if status.lstrip("-").isdigit():  # a <status> came back: the upstream is up
-                self.last_answer = self.clock()
-            self.metrics.called(command, status, seconds)
-            exchange = _current.get()
-            if exchange is not None:
-                exchange.command, exchange.upstream_status = command, status
-                exchange.upstream_seconds += seconds
+    def called(self, command: str, status: str, seconds: float) -> None:
+        """One upstream call ended: its <status> or its failure's kind, and its time."""
+        if status.lstrip("-").isdigit():  # a <status> came back: the upstream is up
+            self.last_answer = self.clock()
+        self.metrics.called(command, status, seconds)
+        exchange = _current.get()
+        if exchange is not None:
+            exchange.command, exchange.upstream_status = command, status
+            exchange.upstream_seconds += seconds
 
     def finish(self, exchange: Exchange, seconds: float) -> None:
         self.metrics.answered(exchange.route, exchange.method, exchange.status, seconds)
@@ -141,10 +127,19 @@ class WatchedUpstream(Upstream):
 
     async def call(self, envelope: Envelope | etree._Element, *args: Any,
                    **kwargs: Any) -> Answer:
-        with self.monitor.upstream_call(str(envelope.tag)) as outcome:
+        started, status = time.perf_counter(), "internal-error"  # unless told otherwise below
+        try:
             answer = await super().call(envelope, *args, **kwargs)
-            outcome.append(str(answer.status))
-        return answer
+            status = str(answer.status)
+            return answer
+        except UpstreamError as exc:
+            status = _outcome(exc)
+            raise
+        except asyncio.CancelledError:  # the client went away mid-call
+            status = "cancelled"
+            raise
+        finally:
+            self.monitor.called(str(envelope.tag), status, time.perf_counter() - started)
 
 
 def _templates(routes: list[BaseRoute]) -> dict[Any, str]:
