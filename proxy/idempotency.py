@@ -95,6 +95,11 @@ def key_of(headers: Headers) -> str | None:
         f"an {HEADER} is 1 to 255 printable ASCII characters, bare or in double quotes")
 
 
+# json.dumps with these options builds an encoder a call; these are built once.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -112,8 +117,7 @@ class Ticket:
         """``principal``: who presented the request (auth.Credentials.principal); only its
         hash is used. Usernames, principals and keys hold no NUL: "\0" joins unambiguously."""
         owner = _digest(username, _digest(principal))
-        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return cls(PREFIX + _digest(owner, key), owner, _digest(canonical))
+        return cls(PREFIX + _digest(owner, key), owner, _digest(_canonical(request)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +140,6 @@ class Record:
 
 
 _RECORD_FIELDS = tuple(item.name for item in fields(Record))
-_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @contextmanager

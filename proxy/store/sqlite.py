@@ -190,7 +190,9 @@ class SqliteStore:
                 return held[0]
             db.execute("DELETE FROM entries WHERE key IN (SELECT key FROM entries "
                        "WHERE expires <= ? LIMIT ?)", (now, PURGE_BATCH))
-            if group is not None and group_cap is not None:
+            # The count holds the group's expired entries too: they are deleted when it is full.
+            if group is not None and group_cap is not None \
+                    and self._count(db, group) >= group_cap:
                 db.execute("DELETE FROM entries WHERE grp = ? AND expires <= ?", (group, now))
                 if self._count(db, group) >= group_cap:
                     raise StoreFull(f"the group holds {group_cap} entries")
@@ -215,14 +217,15 @@ class SqliteStore:
 
         def work(db: sqlite3.Connection) -> bool:
             now = self.clock()
-            held = self._live(db, key, now)
-            if held is None or held[0] != old:
-                return False
             if deadline is not None and time.monotonic() > deadline:
+                held = self._live(db, key, now)
+                if held is None or held[0] != old:
+                    return False
                 raise StoreUnavailable("the state file took too long to take a write")
-            db.execute("UPDATE entries SET value = ?, expires = ? WHERE key = ?",
-                       (new, now + ttl, key))
-            return True
+            # One statement: the entry changes only if it is live and still holds ``old``.
+            return db.execute("UPDATE entries SET value = ?, expires = ? "
+                              "WHERE key = ? AND value = ? AND expires > ?",
+                              (new, now + ttl, key, old, now)).rowcount > 0
         return await self._run(work)
 
     async def remove(self, key: str, old: bytes) -> bool:
