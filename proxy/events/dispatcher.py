@@ -33,7 +33,6 @@ from proxy.metrics import Metrics
 from proxy.store import Store, StoreError
 
 IDLE = 0.25      # seconds between looks at the queue when nothing was due
-MARGIN = 10.0    # seconds a taken item stays leased beyond the attempt's timeout
 JITTER = 0.2     # a retry's delay, give or take this share
 GONE = 410
 
@@ -78,7 +77,8 @@ class Dispatcher:
 
     async def _take(self, limit: int) -> list[str]:
         try:
-            return await self.store.take(QUEUE, limit, self.policy.timeout + MARGIN)
+            # Leased for twice an attempt's timeout: the attempt and its record.
+            return await self.store.take(QUEUE, limit, 2 * self.policy.timeout + 1)
         except StoreError as exc:
             log.warning("the webhook queue cannot be read", extra={"reason": str(exc)})
             return []
