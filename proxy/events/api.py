@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -54,6 +54,8 @@ from proxy.validation import OperationValidator
 TEST_EVENT = "webhook.test"  # the proxy's own event type: POST .../test
 LISTED = 100  # deliveries a listing shows, newest first
 MAX_BODY = 64 * 1024
+VERIFIED_FOR = 60.0  # seconds a token the upstream accepted is taken as good without asking
+VERIFIED_MAX = 10_000  # credentials remembered so
 
 
 def moment(seconds: float | None) -> str | None:
@@ -114,6 +116,7 @@ class Hub:
     allowed: tuple[Network, ...]
     grace: float
     clock: Callable[[], float]
+    verified: dict[str, float] = field(default_factory=dict)  # owner -> good until
 
 
 Handler = Callable[[Request, Credentials, dict[str, JSON]], Awaitable[Response]]
@@ -150,6 +153,7 @@ def _endpoint(method: str, path: str, handler: Handler,
             if raw.strip():
                 document["body"] = parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
+        await _verify(request, creds)
         if key is None:
             with _kept():
                 return await handler(request, creds, document)
@@ -206,7 +210,6 @@ async def _create(request: Request, creds: Credentials, document: dict[str, JSON
                 "to poll for events the proxy must keep your token, and it keeps none in "
                 "clear: its operator must set --webhook-token-keys/SMSLEADS_WEBHOOK_TOKEN_KEYS "
                 "(or run it in single-tenant mode)")
-        await _verify(request, hub.table, creds)
         token = hub.sealer.seal(creds.token, sub_id)
     types = body.get("event_types")
     secret = new_secret()
@@ -220,16 +223,22 @@ async def _create(request: Request, creds: Credentials, document: dict[str, JSON
                         headers={"Location": f"/v1/webhooks/{quote(sub.id)}"})
 
 
-async def _verify(request: Request, table: Table, creds: Credentials) -> None:
-    """The client's token works (the table's readiness probe, sent with it): a token the
-    upstream refuses is a 401 now, not a poller failing later."""
-    if table.probe is None:
+async def _verify(request: Request, creds: Credentials) -> None:
+    """In multi-tenant mode, the client's token works (the table's readiness probe, sent with
+    it; remembered for a minute): a token the upstream refuses is its 401, as for the table's
+    operations, and never reads or makes a subscription. Single-tenant keys are the proxy's."""
+    hub = _hub(request)
+    owner, now = owner_of(creds.username, creds.principal), hub.clock()
+    if hub.single_tenant or hub.table.probe is None or hub.verified.get(owner, 0.0) > now:
         return
-    op = table.operation(table.probe)
+    op = hub.table.operation(hub.table.probe)
     document: dict[str, JSON] = {"auth": {"username": creds.username}, "path": {}, "query": {}}
     validators: dict[tuple[str, str], OperationValidator] = request.app.state.validators
     await answer(op, validators[(op.method, op.path)], request.app.state.upstream,
                  build_envelope(op, document), document, creds, safe=True)
+    if len(hub.verified) >= VERIFIED_MAX:
+        hub.verified.clear()
+    hub.verified[owner] = now + VERIFIED_FOR
 
 
 async def _list(request: Request, creds: Credentials, document: dict[str, JSON]) -> Response:
