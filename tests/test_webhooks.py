@@ -364,3 +364,22 @@ async def test_no_secret_token_or_key_in_any_log_line(receiver, caplog):
     assert any(getattr(r, "event_id", None) for r in caplog.records)  # the attempts' lines
     for secret in (created["secret"], rotated["secret"], "demo-token", KEY, receiver.url):
         assert not any(secret in line for line in lines), secret
+
+
+async def test_the_sandbox_console_shows_each_delivery_with_its_status_code(receiver):
+    receiver.answer = lambda request: 503 if len(receiver.got) == 1 else 204
+    async with serving(create_app(Settings(**FAST))) as client:
+        created = await subscribe(client, receiver)
+        tested = (await client.post(f"/v1/webhooks/{created['id']}/test")).json()
+        await until(lambda: len(receiver.got) == 2, "a refusal and a success")
+
+        async def shown() -> Any:
+            state = (await client.get("/sandbox/api/state")).json()
+            [panel] = [p for p in state["panels"] if p["key"] == "webhooks"]
+            return panel if len(panel["rows"]) == 2 else None
+
+        panel = await until(shown, "both attempts in the console")
+    assert panel["title"] == "Webhook deliveries"
+    assert [(row["webhook"], row["event"], row["attempt"], row["status"], row["outcome"])
+            for row in panel["rows"]] == [(created["id"], tested["id"], 2, 204, "succeeded"),
+                                          (created["id"], tested["id"], 1, 503, "pending")]
