@@ -383,3 +383,24 @@ async def test_the_sandbox_console_shows_each_delivery_with_its_status_code(rece
     assert [(row["webhook"], row["event"], row["attempt"], row["status"], row["outcome"])
             for row in panel["rows"]] == [(created["id"], tested["id"], 2, 204, "succeeded"),
                                           (created["id"], tested["id"], 1, 503, "pending")]
+
+
+async def test_a_stopping_process_hands_its_leases_back_and_its_position_stays(receiver):
+    settings = Settings(**{**FAST, "store": "sqlite"})
+    app = create_app(settings)
+    async with serving(app) as client:
+        await subscribe(client, receiver)
+
+        async def leased() -> Any:
+            return await app.state.store.scan("webhooks:lease:")
+
+        held = await until(leased, "the pollers' leases")
+    from proxy.store import open_store
+
+    store = await open_store(settings, lambda: 0.0)
+    try:
+        assert await store.scan("webhooks:lease:") == []  # another process reads on at once
+        assert len(held) == 3  # one account, three sources
+        assert len(await store.scan("webhooks:position:")) == 3
+    finally:
+        await store.close()

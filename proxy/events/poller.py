@@ -16,6 +16,7 @@ crossing (the crossings are counted in the store).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -94,13 +95,26 @@ class Poller:
     threshold: int
     holder: str = field(default_factory=lambda: secrets.token_hex(8))
     caught_up: dict[str, float] = field(default_factory=dict)  # watch -> when it last was
+    held: set[str] = field(default_factory=set)  # the leases this process holds
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
-        while True:
-            started = time.monotonic()
-            await self.cycle()
-            await anyio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+        try:
+            while True:
+                started = time.monotonic()
+                await self.cycle()
+                await anyio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                await self.release()
+
+    async def release(self) -> None:
+        """At shutdown: the leases this process holds go at once, not when they end, so a
+        process started in its place (or another replica) reads on without waiting."""
+        for key in list(self.held):
+            with contextlib.suppress(StoreError):  # else it ends with its time to live
+                await self.store.erase(key, only=self.holder.encode())
+            self.held.discard(key)
 
     async def cycle(self) -> None:
         """One reading of every source this process holds the lease of."""
@@ -132,8 +146,13 @@ class Poller:
         key, me = f"webhooks:lease:{watch.key}", self.holder.encode()
         held = await self.store.read(key)
         if held not in (None, me):
+            self.held.discard(key)
             return False
-        return await self.store.write_if(key, me, held, ttl=self.lease)
+        if await self.store.write_if(key, me, held, ttl=self.lease):
+            self.held.add(key)
+            return True
+        self.held.discard(key)
+        return False
 
     async def poll(self, watch: Watch, subscriptions: list[Subscription]) -> None:
         token = next((t for s in reversed(subscriptions) if (t := self.token(s))), None)
