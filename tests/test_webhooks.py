@@ -343,7 +343,7 @@ def test_sealed_tokens_open_with_any_listed_key_and_in_their_context_only():
     new_key = base64.b64encode(bytes(range(1, 33))).decode()
     rotated = Sealer.from_setting(f"{new_key},{KEY}")
     assert rotated.open(sealed, "wh_1") == "a-token"
-    assert not rotated.current(sealed) and rotated.current(rotated.seal("t", "wh_1"))
+    assert sealed.split(".")[1] != rotated.seal("t", "wh_1").split(".")[1]  # the new key seals
     with pytest.raises(SealError):
         rotated.open(sealed, "wh_2")
     with pytest.raises(SealError):

@@ -6,9 +6,9 @@
 
 A multi-tenant proxy must poll with each client's own token, so it keeps the token, never in
 clear. The context (the subscription's id) is authenticated with it: a sealed token copied into
-another subscription does not open. Rotation: put a new key first; tokens sealed with an older
-one still open while that key is listed, and each is sealed again with the first key the next
-time its subscription is written.
+another subscription does not open. Rotation: put a new key first, which seals the tokens of
+new subscriptions; a token sealed with an older key opens while that key is listed, so keep it
+listed until the subscriptions made before the rotation are gone.
 """
 
 from __future__ import annotations
@@ -72,7 +72,3 @@ class Sealer:
                                        context.encode("utf-8")).decode("utf-8")
         except (InvalidTag, binascii.Error, ValueError) as exc:
             raise SealError("the sealed token does not open (altered, or moved)") from exc
-
-    def current(self, sealed: str) -> bool:
-        """Sealed with the first key (no need to seal it again)."""
-        return sealed.split(".")[1:2] == [_key_id(self.keys[0])]
