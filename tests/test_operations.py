@@ -246,8 +246,10 @@ def test_operation_example_becomes_the_envelope_and_the_answer_becomes_json(op_i
 
 
 def test_every_operation_has_a_case():
+    """Every operation of the table (the proxy's own webhooks are tests/test_webhooks.py's)."""
     assert set(CASES) == {op["operationId"] for item in SPEC["paths"].values()
-                          for op in item.values() if isinstance(op, dict)}
+                          for op in item.values()
+                          if isinstance(op, dict) and "x-smsleads-command" in op}
 
 
 def test_reports_without_external_id_use_dlrbydate():
