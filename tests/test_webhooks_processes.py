@@ -137,8 +137,11 @@ def test_a_send_to_50_gives_50_verified_events_and_a_kill_loses_none(tmp_path, r
     assert {r["id"] for r in refused} >= {i for ids in done.values() for i in ids}  # retried
     ours = [d for d in deliveries if d["event_type"] == "message.delivery_reported"]
     assert len(ours) == 50 and all(d["status"] == "succeeded" for d in ours)
-    assert all(d["attempt_count"] >= 3 for d in ours)
-    assert [a.get("status_code") for a in ours[0]["attempts"]][-2:] == [503, 503]
+    # The newest attempt delivered, the ones before were refused (an attempt the kill cut off
+    # before its record was written is on the receiver's side only: at least once).
+    assert all(d["attempts"][0]["status_code"] == 204 for d in ours)
+    assert all(a.get("status_code") in (503, None) for d in ours for a in d["attempts"][1:])
+    assert sum(d["attempt_count"] for d in ours) >= 2 * 50
 
 
 def test_a_reply_and_a_stop_made_in_the_sandbox_arrive_as_events(tmp_path, receiver):
