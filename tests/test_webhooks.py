@@ -406,3 +406,21 @@ async def test_a_stopping_process_hands_its_leases_back_and_its_position_stays(r
         assert len(await store.scan("webhooks:position:")) == 3
     finally:
         await store.close()
+
+
+async def test_a_subscription_retried_with_its_key_is_made_once(receiver):
+    """A client whose answer was lost retries with its Idempotency-Key: it gets the same
+    subscription, secret included, and no second one exists."""
+    body = {"url": receiver.url, "event_types": TYPES}
+    key = {"Idempotency-Key": "subscribe-1"}
+    async with serving(create_app(Settings(**FAST))) as client:
+        first = await client.post("/v1/webhooks", json=body, headers=key)
+        again = await client.post("/v1/webhooks", json=body, headers=key)
+        other = await client.post("/v1/webhooks", json={**body, "description": "x"},
+                                  headers=key)
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+    assert first.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()  # the secret too: the client never got it otherwise
+    assert other.status_code == 422 and other.json()["type"] == "/problems/idempotency-key-reused"
+    assert [sub["id"] for sub in listed] == [first.json()["id"]]
