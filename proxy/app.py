@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     app.router.redirect_slashes = False
     app.state.authenticate = credentials if held is None else held.credentials
     app.state.tenant = held
+    app.state.body_timeout = settings.body_timeout
     app.state.monitor = monitor
     app.state.validators = validators
     return app

@@ -145,7 +145,7 @@ class UnsupportedMediaType(ClientError):
 
 
 class RequestTimeout(ClientError):
-    status, slug, title = 408, "request-timeout", "The request's headers did not arrive in time"
+    status, slug, title = 408, "request-timeout", "The request did not arrive in time"
 
 
 class HeadersTooLarge(ClientError):

@@ -158,6 +158,7 @@ class Settings:
     # HTTP limits (proxy/server.py): Node's and h11's default header size
     max_header_bytes: int = 16 * 1024
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_connections: int = 1000
     sandbox: bool = False
     log_level: str = "info"
@@ -243,6 +244,8 @@ OPTIONS: tuple[Option, ...] = (
            "largest request line and headers accepted (431 above)"),
     Option("header_timeout", "SMSLEADS_HEADER_TIMEOUT", _positive_float,
            "seconds a client has to send a request's headers (408 and closed after)"),
+    Option("body_timeout", "SMSLEADS_BODY_TIMEOUT", _positive_float,
+           "seconds a request's body may take to arrive after its headers (408 beyond)"),
     Option("max_connections", "SMSLEADS_MAX_CONNECTIONS", _positive_int,
            "connections each worker holds; beyond, the longest idle one is closed, or 503 "
            "`server-busy` when all are busy"),

@@ -254,6 +254,24 @@ async def test_a_committed_write_survives_sigkill(tmp_path):
         await store.close()
 
 
+async def test_groups_that_empty_leave_no_row_behind(tmp_path):
+    """Made-up credentials each make a group whose key is freed: nothing of them stays."""
+    store = await SqliteStore(tmp_path / "state.sqlite", 100).open()
+    try:
+        for index in range(20):
+            await store.add(f"k{index}", b"v", 60, group=f"stranger-{index}", group_cap=5)
+            assert await store.remove(f"k{index}", b"v")
+        await store.add("kept", b"v", 60, group="honest", group_cap=5)
+
+        def rows() -> list[tuple[str, int]]:
+            assert store._db is not None
+            return store._db.execute("SELECT grp, n FROM counts ORDER BY grp").fetchall()
+
+        assert await store._run(rows) == [("", 1), ("honest", 1)]
+    finally:
+        await store.close()
+
+
 async def test_an_unwritable_state_directory_is_unavailable_not_a_crash(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -173,6 +173,7 @@ class RedisStore:
         self.client, self.max_entries, self.prefix = client, max_entries, prefix
         self.volatile_ok = volatile_ok
         self.verified = False  # check_server passed since the last connection failure
+        self.offset = 0.0  # the server's clock minus this host's, measured by check_server
         self._add = client.register_script(_ADD)
         self._swap = client.register_script(_SWAP)
         self._remove = client.register_script(_REMOVE)
@@ -190,7 +191,8 @@ class RedisStore:
         # first attempt done changes nothing and says "held", which sends nothing.
         client = redis.asyncio.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            retry_on_error=[redis.exceptions.ConnectionError])
         return cls(client, max_entries, volatile_ok=volatile_ok)
 
     @contextmanager
@@ -244,7 +246,9 @@ class RedisStore:
 
     async def swap(self, key: str, old: bytes, new: bytes, ttl: float, *,
                    within: float | None = None) -> bool:
-        deadline = 0 if within is None else int((time.time() + within) * 1000)
+        # The deadline in the server's own time, so a skew between the clocks neither widens
+        # nor narrows the window in which a late write still lands.
+        deadline = 0 if within is None else int((time.time() + self.offset + within) * 1000)
         await self._ready()
         with self._calling():
             answer = await self._swap(keys=[self._entry(key), self._all],
@@ -344,8 +348,11 @@ class RedisStore:
         """Refuse a Redis that would forget entries or misjudge deadlines, unless told."""
         problems = []
         with self._calling():
+            asked = time.time()
             seconds, micros = await self.client.time()
-            skew = abs(seconds + micros / 1e6 - time.time())
+            # The server read its clock about half-way through the round trip.
+            self.offset = seconds + micros / 1e6 - (asked + time.time()) / 2
+            skew = abs(self.offset)
             try:
                 config = await self.client.config_get("appendonly")
                 config |= await self.client.config_get("maxmemory-policy")

@@ -40,8 +40,11 @@ CREATE TRIGGER IF NOT EXISTS entries_added AFTER INSERT ON entries BEGIN
     INSERT INTO counts SELECT NEW.grp, 1 WHERE NEW.grp IS NOT NULL
         ON CONFLICT (grp) DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS entries_deleted AFTER DELETE ON entries BEGIN
+DROP TRIGGER IF EXISTS entries_deleted;
+CREATE TRIGGER entries_deleted AFTER DELETE ON entries BEGIN
     UPDATE counts SET n = n - 1 WHERE grp = '' OR grp = OLD.grp;
+    -- a group with nothing left leaves no row: made-up credentials leave no trace
+    DELETE FROM counts WHERE grp = OLD.grp AND grp != '' AND n = 0;
 END;
 """
 
