@@ -25,12 +25,14 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
 from proxy import docs, health, problems
-from proxy.auth import credentials, tenant
+from proxy.auth import Tenant, credentials, tenant
 from proxy.breaker import Breaker
 from proxy.docs import load_spec
 from proxy.endpoint import operation_routes
+from proxy.events.api import routes as webhook_routes
+from proxy.events.service import webhooks_service
 from proxy.idempotency import Ledger
-from proxy.mapping import Table, load_table
+from proxy.mapping import MappingError, Table, load_table
 from proxy.metrics import forget_dead_workers
 from proxy.observability import Monitor, Observer, WatchedUpstream
 from proxy.services import Service, lifespan
@@ -57,16 +59,30 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _sandbox(workers: int) -> tuple[httpx.AsyncBaseTransport, list[BaseRoute]]:
-    """The embedded sandbox: its XML API as the upstream's wire, and its console's routes
-    (/sandbox: what the phones would see), which exist in sandbox mode only."""
+def _sandbox(workers: int) -> tuple[httpx.AsyncBaseTransport, list[BaseRoute], Any]:
+    """The embedded sandbox: its XML API as the upstream's wire, its console's routes
+    (/sandbox: what the phones would see), which exist in sandbox mode only, and itself."""
     from proxy.sandbox import console_routes
     from proxy.sandbox import create_app as create_sandbox
     from proxy.sandbox.__main__ import from_environment
 
     sandbox = from_environment()
     return (httpx.ASGITransport(app=create_sandbox(sandbox)),
-            console_routes(sandbox, workers=workers))
+            console_routes(sandbox, workers=workers), sandbox)
+
+
+def _webhooks(settings: Settings, table: Table, validators: Validators, held: Tenant | None,
+              clock: Clock, sandbox: Any) -> tuple[list[BaseRoute], list[Service]]:
+    """The proxy's own /v1/webhooks and the service behind them, for a table with events:
+    (proxy/events/); openapi.yaml must describe the routes."""
+    if not table.events:
+        return [], []
+    try:
+        served: list[BaseRoute] = list(webhook_routes(validators))
+    except KeyError as exc:
+        raise MappingError(f"openapi.yaml has no {exc.args[0]} (webhooks)") from exc
+    return served, [webhooks_service(settings, table, validators, held,
+                                     lambda: clock().timestamp(), sandbox)]
 
 
 def _upstream_service(settings: Settings, table: Table, monitor: Monitor, url: str,
@@ -135,13 +151,16 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
     url = settings.upstream_url
     console: list[BaseRoute] = []
+    sandbox = None
     if transport is None and settings.sandbox:
-        (transport, console), url = _sandbox(settings.workers), SANDBOX_URL
+        (transport, console, sandbox), url = _sandbox(settings.workers), SANDBOX_URL
+    hooks, hook_services = _webhooks(settings, table, validators, held, clock, sandbox)
     monitor = Monitor(lambda: clock().timestamp())
     readiness = health.Readiness(monitor, health.probe_envelope(table),
                                  settings.readiness_window, settings.readiness_timeout)
     routes = [
         *operation_routes(table, validators, settings, clock),
+        *hooks,
         *docs.spec_routes(spec, [(op.window.start, op.window.end) for op in table.operations
                                  if op.window], clock()),
         *health.routes(readiness),
@@ -153,7 +172,8 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     app = Starlette(
         routes=routes,
         lifespan=lifespan([_upstream_service(settings, table, monitor, url, transport, clock),
-                           _ledger_service(settings, clock), _metrics_service, *services]),
+                           _ledger_service(settings, clock), _metrics_service,
+                           *hook_services, *services]),
         middleware=[Middleware(Observer, monitor=monitor)],
         exception_handlers=problems.HANDLERS)
     # No redirect to the path with or without its trailing slash: Starlette builds its Location
@@ -162,5 +182,7 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     app.router.redirect_slashes = False
     app.state.authenticate = credentials if held is None else held.credentials
     app.state.tenant = held
+    app.state.body_timeout = settings.body_timeout
     app.state.monitor = monitor
+    app.state.validators = validators
     return app

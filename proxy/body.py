@@ -15,10 +15,19 @@ whole: 8 MB of ``{"phone":"1"}`` would take half a second of the event loop and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterable, Callable
 
-from proxy.errors import MalformedRequest, PayloadTooLarge, ProblemError, UnsupportedMediaType
+from starlette.requests import Request
+
+from proxy.errors import (
+    MalformedRequest,
+    PayloadTooLarge,
+    ProblemError,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from proxy.types import JSON
 
 
@@ -33,6 +42,20 @@ async def read_bounded(chunks: AsyncIterable[bytes], limit: int, declared: str |
         if len(data) > limit:
             raise refuse()
     return bytes(data)
+
+
+async def request_body(request: Request, limit: int, timeout: float) -> bytes:
+    """A request's body, refused with 413 past ``limit`` bytes, and with 408 if it has not
+    arrived ``timeout`` seconds after its headers did: a client that trickles its body a byte
+    at a time holds a connection and a request slot no longer than that."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await read_bounded(
+                request.stream(), limit, request.headers.get("content-length"),
+                lambda: PayloadTooLarge(f"the body is over the limit of {limit} bytes"))
+    except TimeoutError as exc:
+        raise RequestTimeout(
+            f"the body did not arrive within {timeout:g} s of its headers") from exc
 
 
 MAX_OBJECTS = 20_000  # tests/test_hostile.py checks every operation's largest body holds fewer

@@ -26,11 +26,10 @@ from starlette.types import Scope
 
 from proxy import feeds
 from proxy.auth import Authenticate, Credentials
-from proxy.body import parse_json, read_bounded
+from proxy.body import parse_json, request_body
 from proxy.emit import Envelope, compile_envelope
 from proxy.errors import (
     FieldError,
-    PayloadTooLarge,
     RequestInvalid,
     UpstreamBadAnswer,
     UpstreamRefused,
@@ -59,12 +58,6 @@ INCOMPLETE_HEADER = "X-SMSLeads-Incomplete"  # a feed's minutes the upstream's c
 MAX_LINK = 8000
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    return await read_bounded(
-        request.stream(), limit, request.headers.get("content-length"),
-        lambda: PayloadTooLarge(f"the body is over the limit of {limit} bytes"))
-
-
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -87,7 +80,8 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             "path": dict(request.path_params),
             "query": validator.coerce_query(request.query_params.multi_items()),
         }
-        raw = await _read_body(request, settings.max_body_bytes) if validator.body else b""
+        raw = (await request_body(request, settings.max_body_bytes, settings.body_timeout)
+               if validator.body else b"")
         if raw.strip():
             document["body"] = parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
@@ -120,24 +114,24 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
     return endpoint
 
 
-async def _answer(op: Operation, validator: OperationValidator, upstream: Upstream,
-                  envelope: Envelope | etree._Element, document: dict[str, JSON],
-                  creds: Credentials,
-                  *, safe: bool) -> dict[str, JSON] | None:
+async def answer(op: Operation, validator: OperationValidator, upstream: Upstream,
+                 envelope: Envelope | etree._Element, document: dict[str, JSON],
+                 creds: Credentials,
+                 *, safe: bool) -> dict[str, JSON] | None:
     """The upstream call and its answer as JSON (None for a 204)."""
-    answer = await upstream.call(envelope, creds.token, safe=safe)
+    got = await upstream.call(envelope, creds.token, safe=safe)
     missing = names_not_found(
-        op, envelope.body if isinstance(envelope, Envelope) else envelope, answer.root)
+        op, envelope.body if isinstance(envelope, Envelope) else envelope, got.root)
     if missing is not None:  # a success that says the URL's thing is not there
         refusal, said = missing
         raise UpstreamRefused(refusal, None, said)
     if op.success == 204:
         return None
-    body = read_answer(op, answer.root, document)
+    body = read_answer(op, got.root, document)
     gaps = validator.answer.missing(body)
     if gaps:
         raise UpstreamBadAnswer(f"the upstream's answer lacks {', '.join(gaps)}",
-                                upstream_status=answer.status)
+                                upstream_status=got.status)
     return body
 
 
@@ -148,7 +142,7 @@ async def _ask(operations: Operations, upstream: Upstream, creds: Credentials,
     op, validator = operations[operation_id]
     document: dict[str, JSON] = {"auth": {"username": creds.username}, "path": dict(path),
                                  "query": {}}
-    return await _answer(op, validator, upstream, build_envelope(op, document), document,
+    return await answer(op, validator, upstream, build_envelope(op, document), document,
                          creds, safe=True)
 
 
@@ -156,7 +150,7 @@ async def _perform(op: Operation, validator: OperationValidator, upstream: Upstr
                    envelope: Envelope, document: dict[str, JSON],
                    creds: Credentials, *, safe: bool) -> Response:
     """The upstream call and its answer as the client's response."""
-    return _respond(op, await _answer(op, validator, upstream, envelope, document, creds,
+    return _respond(op, await answer(op, validator, upstream, envelope, document, creds,
                                       safe=safe))
 
 
@@ -188,7 +182,18 @@ async def _feed_page(op: Operation, feed: Feed, window: Window, validator: Opera
         position: feeds.Position | None = feeds.decode(cursor, key, made_for)
     else:
         position = _first(op, window, document, now)
-    upstream: Upstream = request.app.state.upstream
+    fetch = fetcher(op, feed, window, validator, request.app.state.upstream, document, creds,
+                    now)
+    page = feeds.Page([], None) if position is None else await feeds.read_page(
+        feed, window, position, limit, feeds.batches(feed, window, document), fetch)
+    return _page_response(feed, request, page, key, made_for)
+
+
+def fetcher(op: Operation, feed: Feed, window: Window, validator: OperationValidator,
+            upstream: Upstream, document: dict[str, JSON], creds: Credentials,
+            now: datetime) -> feeds.Fetch:
+    """How a walk over the feed of ``op`` reads its rows: one call per window and batch."""
+    query = document["query"] if isinstance(document.get("query"), dict) else {}
     # A walk slower than its window's start's last minute in the upstream's year reads on from
     # the year's edge: older rows are no longer kept (docs/upstream-protocol.md#paging).
     earliest = feeds.minute_of(now - timedelta(days=window.max_age_days)) + 1
@@ -197,19 +202,17 @@ async def _feed_page(op: Operation, feed: Feed, window: Window, validator: Opera
         if stop < earliest:
             return []
         start = max(start, earliest)
-        asked = {**document, "query": dict(query)}
+        asked = {**document, "query": dict(query) if isinstance(query, dict) else {}}
         put(asked, window.start, feeds.moment_of(start))
         put(asked, window.end, feeds.moment_of(stop))
         if batch is not None and feed.batch is not None:
             put(asked, feed.batch, list(batch))
-        body = await _answer(op, validator, upstream, build_envelope(op, asked), asked, creds,
-                             safe=True)
+        body = await answer(op, validator, upstream, build_envelope(op, asked), asked, creds,
+                            safe=True)
         rows = resolve(body or {}, feed.rows)
         return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []
 
-    page = feeds.Page([], None) if position is None else await feeds.read_page(
-        feed, window, position, limit, feeds.batches(feed, window, document), fetch)
-    return _page_response(feed, request, page, key, made_for)
+    return fetch
 
 
 def _name(pointer: str) -> str:

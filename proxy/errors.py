@@ -13,8 +13,12 @@
     │   ├── UnsupportedMediaType   415
     │   ├── RequestInvalid         422  with `errors`: a JSON pointer and a detail per field
     │   ├── HeadersTooLarge        431  the request line and headers are too long (server.py)
-    │   └── SandboxConflict        409  a sandbox console action that its state refuses
+    │   ├── SandboxConflict        409  a sandbox console action that its state refuses
+    │   ├── WebhookNotFound        404  no such webhook subscription or delivery (issue 13)
+    │   └── WebhookConflict        409  a disabled subscription; too many subscriptions
     ├── ServerBusy                 503  every connection a worker may hold is busy (server.py)
+    ├── WebhooksUnavailable        503  the store that keeps webhooks failed
+    ├── WebhookKeyMissing          501  multi-tenant webhooks without keys to seal tokens
     ├── IdempotencyError           about an Idempotency-Key; nothing was sent upstream
     │   ├── IdempotencyKeyInvalid  400  not 1-255 printable characters
     │   ├── IdempotencyKeyInUse    409  the first request with the key is still running
@@ -141,7 +145,7 @@ class UnsupportedMediaType(ClientError):
 
 
 class RequestTimeout(ClientError):
-    status, slug, title = 408, "request-timeout", "The request's headers did not arrive in time"
+    status, slug, title = 408, "request-timeout", "The request did not arrive in time"
 
 
 class HeadersTooLarge(ClientError):
@@ -166,6 +170,29 @@ class SandboxConflict(ClientError):
     reported, a clock that is the system's, an account with nothing to reset to."""
 
     status, slug, title = 409, "sandbox-conflict", "The sandbox cannot do that in its state"
+
+
+# ── Webhooks (proxy/events/, issue 13) ──────────────────────────────────────────────────────
+
+
+class WebhookNotFound(ClientError):
+    status, slug, title = 404, "webhook-not-found", "No such webhook subscription or delivery"
+
+
+class WebhookConflict(ClientError):
+    status, slug, title = 409, "webhook-conflict", "The webhook subscription cannot do that now"
+
+
+class WebhooksUnavailable(ProblemError):
+    status, slug, title = 503, "webhooks-unavailable", "Webhooks cannot be read or kept now"
+    outcome = Outcome.NONE
+    retry_after = 5
+
+
+class WebhookKeyMissing(ProblemError):
+    status, slug, title = 501, "webhook-token-key-missing", (
+        "The proxy has no key to keep a client's token sealed")
+    outcome = Outcome.NONE
 
 
 class ServerBusy(ProblemError):

@@ -91,6 +91,16 @@ def _hash(feed: Feed, row: Row) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
+def row_minute(feed: Feed, row: Row) -> int:
+    """The minute a row is dated (its ``order``), or UpstreamBadAnswer."""
+    return _date(feed, row)
+
+
+def identity(feed: Feed, row: Row) -> int:
+    """A hash of what tells the row apart from others (its ``identity``)."""
+    return _hash(feed, row)
+
+
 def digest(feed: Feed, rows: Iterable[Row], start: int = 0) -> int:
     """A hash of the rows' identities as a multiset: order-free, and equal rows count twice."""
     return (start + sum(_hash(feed, row) for row in rows)) % 2**64

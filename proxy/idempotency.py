@@ -180,8 +180,9 @@ class Ledger:
                 taken = await self.store.swap(ticket.slot, claim, dispatched, RETENTION,
                                               within=DISPATCH_WITHIN)
         except IdempotencyUnavailable:
-            await self._forget(ticket, claim)  # nothing went out: the key is free
-            raise
+            if not await self._landed(ticket, dispatched, claim):
+                raise  # nothing went out, and nothing says it did: the key is free
+            taken = True  # the write landed, only its answer was lost: it is confirmed
         if not taken:  # our claim ran out and another request took the key over
             raise self._in_use(CLAIM_LEASE)
         try:
@@ -201,19 +202,20 @@ class Ledger:
         claim = Record("claimed", ticket.fingerprint, self.clock() + CLAIM_LEASE,
                        uuid.uuid4().hex).dump()
         with _store_errors():
-            held = await self.store.add(ticket.slot, claim, CLAIM_LEASE * 2, group=ticket.owner,
-                                        group_cap=self.per_owner)
-            if held is None:
-                return claim
-            record = Record.load(held)
-            if record.state == "claimed" and record.lease_until <= self.clock() \
-                    and record.fingerprint == ticket.fingerprint:
+            for _ in range(3):  # the holder may go, or be taken over, between two reads
+                held = await self.store.add(ticket.slot, claim, CLAIM_LEASE * 2,
+                                            group=ticket.owner, group_cap=self.per_owner)
+                if held is None:
+                    return claim
+                record = Record.load(held)
+                if not (record.state == "claimed" and record.lease_until <= self.clock()
+                        and record.fingerprint == ticket.fingerprint):
+                    return record
                 # A claim that never went out (its process died, or its write landed late):
                 # the key is free again; take it over, unless another request just did.
                 if await self.store.swap(ticket.slot, held, claim, CLAIM_LEASE * 2):
                     return claim
-                record = Record.load(await self.store.get(ticket.slot) or held)
-        return record
+        return record  # still contended: a claim, which _repeat answers as in use
 
     def _in_use(self, wait: float) -> IdempotencyKeyInUse:
         return IdempotencyKeyInUse(
@@ -229,13 +231,29 @@ class Ledger:
             return Response(held.body.encode(), status_code=held.status,
                             headers={**held.headers, REPLAYED: "true"})
         wait = held.lease_until - self.clock()
-        if held.state in ("claimed", "dispatched") and wait > 0:
-            raise self._in_use(wait)
+        if held.state == "claimed" or (held.state == "dispatched" and wait > 0):
+            # A claim never went out: once its lease is over the next try takes it over.
+            raise self._in_use(max(wait, 1.0))
         raise OutcomeUnknown(
             f"the first request with this {HEADER} reached the SMS Leads API but its answer "
             "was lost, so whether it took effect is unknown; the proxy will not send it "
             "again under this key. Check (e.g. the delivery reports) before sending it "
             "under a new key")
+
+    async def _landed(self, ticket: Ticket, dispatched: bytes, claim: bytes) -> bool:
+        """After a "dispatched" write whose answer was lost: True if the store holds it (the
+        dispatch is confirmed after all), else the key is freed of both our records (a write
+        still in flight is refused by its deadline), so a 503 never leaves a key in doubt
+        for a request that was not sent. A store that cannot even say is given up on: the
+        claim's lease frees the key; a late "dispatched" write is refused by its deadline."""
+        try:
+            if await self.store.get(ticket.slot) == dispatched:
+                return True
+        except StoreError:
+            pass
+        await self._forget(ticket, claim)
+        await self._forget(ticket, dispatched)
+        return False
 
     async def _forget(self, ticket: Ticket, record: bytes) -> None:
         try:

@@ -8,6 +8,7 @@ with a :class:`MappingError` naming the file and the path inside it::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -25,7 +26,8 @@ SUCCESS_STATUSES = {200, 201, 202, 204}
 
 # The words of the table language, each documented in mapping.yaml's header and used by it
 # (tests/test_table_language.py holds all three to each other).
-TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging"})
+TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging",
+                      "events"})
 OPERATION_KEYS = frozenset({"http", "command", "success", "request", "response", "location",
                             "not_found", "window", "feed", "compute"})
 ELEMENT_KEYS = frozenset({"from", "default", "each", "convert", "attributes", "children"})
@@ -33,6 +35,8 @@ FIELD_KEYS = frozenset({"from", "echo", "convert", "each", "where", "group_by", 
 WINDOW_KEYS = frozenset({"from", "to", "max_days", "max_age_days", "default_days", "max_rows"})
 PAGING_KEYS = frozenset({"cursor", "limit", "default_limit", "max_limit"})
 FEED_KEYS = frozenset({"rows", "order", "identity", "batch"})
+EVENT_KEYS = frozenset({"from", "below"})  # webhooks (proxy/events/, issue 13)
+_EVENT_TYPE = re.compile(r"[a-z][a-z_]*(\.[a-z][a-z_]*)+")
 
 
 class MappingError(ValueError):
@@ -142,11 +146,22 @@ class StatusTable:
 
 
 @dataclass(frozen=True, slots=True)
+class EventType:
+    """A webhook event type (the top-level ``events:``): the rows of a feed, or a number of
+    an answer that falls below a threshold."""
+
+    name: str              # message.received
+    source: Operation      # the operation polled for it (it only reads)
+    below: str | None = None  # pointer into its answer: a number watched against a threshold
+
+
+@dataclass(frozen=True, slots=True)
 class Table:
     operations: tuple[Operation, ...]
     statuses: StatusTable
     unclosed: tuple[str, ...]
     probe: str | None = None  # the operation /readyz sends without credentials
+    events: tuple[EventType, ...] = ()
 
     def operation(self, operation_id: str) -> Operation:
         for op in self.operations:
@@ -470,4 +485,25 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
         probe = readiness.text("probe")
         if probe not in {op.operation_id for op in operations}:
             raise readiness.child("probe").fail(f"no operation {probe!r}")
-    return Table(operations, statuses, unclosed, probe)
+    events = _events(top.child("events"), operations) if "events" in data else ()
+    return Table(operations, statuses, unclosed, probe, events)
+
+
+def _events(reader: _Reader, operations: tuple[Operation, ...]) -> tuple[EventType, ...]:
+    by_id = {op.operation_id: op for op in operations}
+    found = []
+    for name in reader.mapping():
+        entry = reader.child(name)
+        entry.mapping(set(EVENT_KEYS), {"from"})
+        if not _EVENT_TYPE.fullmatch(str(name)):
+            raise entry.fail("an event type is lowercase words joined by dots (message.received)")
+        source = by_id.get(str(entry.text("from")))
+        if source is None:
+            raise entry.child("from").fail(f"no operation {entry.data['from']!r}")
+        if source.method != "GET":
+            raise entry.child("from").fail("an event comes from an operation that only reads")
+        below = entry.pointer("below")
+        if (source.feed is None) == (below is None):
+            raise entry.fail("an operation with a feed gives its rows; one without needs below")
+        found.append(EventType(str(name), source, below))
+    return tuple(found)

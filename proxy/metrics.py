@@ -59,6 +59,27 @@ class Metrics:
         self.upstream_duration = Histogram(
             "smsleads_proxy_upstream_duration_seconds", "Time the SMS Leads API took to answer",
             ["command"], buckets=BUCKETS, registry=self.registry)
+        # Webhooks (proxy/events/, issue 13).
+        self.webhook_attempts = Counter(
+            "smsleads_proxy_webhook_attempts",
+            "Webhook attempts, by outcome: delivered (2xx), rejected (another status), "
+            "no_answer (timeout, connection), refused (the outbound guard)",
+            ["outcome"], registry=self.registry)
+        self.webhook_deliveries = Counter(
+            "smsleads_proxy_webhook_deliveries",
+            "Webhook deliveries finished, by outcome: succeeded or failed",
+            ["outcome"], registry=self.registry)
+        self.webhook_events = Counter(
+            "smsleads_proxy_webhook_events", "Webhook events made, by type", ["type"],
+            registry=self.registry)
+        self.webhook_lag = Gauge(
+            "smsleads_proxy_webhook_feed_lag_seconds",
+            "Seconds since the poller last read the operation's rows to the end (most "
+            "behind account)", ["source"], registry=self.registry,
+            multiprocess_mode="livemax")
+        self.account_credits = Gauge(
+            "smsleads_proxy_account_credits", "An account's credits, as last polled",
+            ["account"], registry=self.registry, multiprocess_mode="livemostrecent")
         # Each combination's counter and histogram, looked up once: labels() on every request
         # took a lock, checked the values and built a key, twice a request (bench/RESULTS.md).
         self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

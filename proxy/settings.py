@@ -7,6 +7,7 @@ An invalid value stops the start with a message naming the setting.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -101,6 +102,40 @@ def default_state_dir() -> str:
     return str(Path(base) / "smsleads-proxy")
 
 
+# ── Webhooks (proxy/events/, issue 13) ──────────────────────────────────────────────────────
+
+
+def _delays(text: str) -> str:
+    """Seconds between a webhook's attempts: ``5,300,1800``."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ValueError("must be seconds between attempts, comma-separated") from exc
+    if not values or any(not value >= 0 for value in values):
+        raise ValueError("must be seconds between attempts (0 or more), comma-separated")
+    return ",".join(str(value).removesuffix(".0") for value in values)
+
+
+def _networks(text: str) -> str:
+    try:
+        for part in text.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)
+    except ValueError as exc:
+        raise ValueError("must be networks (CIDR) or addresses, comma-separated") from exc
+    return text.strip()
+
+
+def _token_keys(text: str) -> str:
+    from proxy.events.sealing import Sealer, SealError
+
+    try:
+        Sealer.from_setting(text)
+    except SealError as exc:
+        raise ValueError(f"must be {exc}: comma-separated, the first seals") from exc
+    return text.strip()
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -123,6 +158,7 @@ class Settings:
     # HTTP limits (proxy/server.py): Node's and h11's default header size
     max_header_bytes: int = 16 * 1024
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_connections: int = 1000
     sandbox: bool = False
     log_level: str = "info"
@@ -144,6 +180,21 @@ class Settings:
     read_retries: int = 2
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
+    # Webhooks (proxy/events/, issue 13).
+    webhook_poll_interval: float = 5.0
+    webhook_lease: float = 15.0
+    webhook_timeout: float = 15.0
+    # Svix's schedule: at once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (~28 h).
+    webhook_retries: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_disable_after: float = 5 * 24 * 3600.0
+    webhook_secret_grace: float = 24 * 3600.0
+    webhook_low_credits: int = 100
+    webhook_allow_networks: str | None = None
+    webhook_token_keys: str | None = field(default=None, repr=False)
+
+    @property
+    def webhook_delays(self) -> tuple[float, ...]:
+        return tuple(float(part) for part in self.webhook_retries.split(","))
 
     @property
     def store_kind(self) -> str:
@@ -193,6 +244,8 @@ OPTIONS: tuple[Option, ...] = (
            "largest request line and headers accepted (431 above)"),
     Option("header_timeout", "SMSLEADS_HEADER_TIMEOUT", _positive_float,
            "seconds a client has to send a request's headers (408 and closed after)"),
+    Option("body_timeout", "SMSLEADS_BODY_TIMEOUT", _positive_float,
+           "seconds a request's body may take to arrive after its headers (408 beyond)"),
     Option("max_connections", "SMSLEADS_MAX_CONNECTIONS", _positive_int,
            "connections each worker holds; beyond, the longest idle one is closed, or 503 "
            "`server-busy` when all are busy"),
@@ -238,6 +291,31 @@ OPTIONS: tuple[Option, ...] = (
            "upstream failures in a row that open the circuit breaker (503 at once)"),
     Option("breaker_cooldown", "SMSLEADS_BREAKER_COOLDOWN", _positive_float,
            "seconds the breaker stays open before one probe call"),
+    # Webhooks (proxy/events/, issue 13).
+    Option("webhook_poll_interval", "SMSLEADS_WEBHOOK_POLL_INTERVAL", _positive_float,
+           "seconds between two reads of a subscribed account's reports (and credits)"),
+    Option("webhook_lease", "SMSLEADS_WEBHOOK_LEASE", _positive_float,
+           "seconds a process holds an account's poller without renewing it; a dead "
+           "process's poller is taken over after this"),
+    Option("webhook_timeout", "SMSLEADS_WEBHOOK_TIMEOUT", _positive_float,
+           "seconds a receiver has to answer a webhook with a 2xx"),
+    Option("webhook_retries", "SMSLEADS_WEBHOOK_RETRIES", _delays,
+           "seconds before each retry of a failed webhook (jittered by up to a fifth), "
+           "comma-separated; after the last, the delivery has failed"),
+    Option("webhook_disable_after", "SMSLEADS_WEBHOOK_DISABLE_AFTER", _positive_float,
+           "seconds an endpoint may keep failing every delivery before its subscription is "
+           "disabled"),
+    Option("webhook_secret_grace", "SMSLEADS_WEBHOOK_SECRET_GRACE", _positive_float,
+           "seconds a rotated signing secret keeps signing beside the new one"),
+    Option("webhook_low_credits", "SMSLEADS_WEBHOOK_LOW_CREDITS", _count,
+           "`account.balance_low` when the credits fall below this"),
+    Option("webhook_allow_networks", "SMSLEADS_WEBHOOK_ALLOW_NETWORKS", _networks,
+           "networks webhooks may reach although not public, comma-separated CIDRs "
+           "(`127.0.0.0/8` for a receiver on this host); unset: public addresses only"),
+    Option("webhook_token_keys", "SMSLEADS_WEBHOOK_TOKEN_KEYS", _token_keys,
+           "multi-tenant: AES-256 keys (base64 of 32 bytes, comma-separated, the first seals) "
+           "that keep clients' tokens sealed for their webhooks; unset: no subscription "
+           "without single-tenant mode", secret=True),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(Settings)}:

@@ -11,6 +11,9 @@ something no schema can see.
   tests/test_report_pages.py's and tests/test_operations.py's.
 - A client sends back only a cursor the proxy gave, with the query it gave it for (the
   links `nextPage` follow them); a made-up cursor is dropped.
+- A client subscribes a webhook URL of its own, which reaches a public address: no request
+  may leave this machine, so a URL the schema admits becomes one on 127.0.0.1 where nothing
+  listens (the run allows loopback); one it refuses (a negative test) is kept as drawn.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import schemathesis
 
+from proxy.docs import load_spec
 from proxy.mapping import load_table
 
 HEADER = "Idempotency-Key"
@@ -32,6 +36,9 @@ WINDOWS = {op.operation_id: op.window for op in TABLE.operations if op.window is
 # The dates openapi.yaml's pattern admits, mapped onto the last 364 days.
 FIRST, LAST = datetime(2001, 1, 1, tzinfo=UTC), datetime(2068, 1, 1, tzinfo=UTC)
 GIVEN: dict[str, dict[str, Any]] = {}  # cursor -> the query it was given for
+HOOK_URL = "http://127.0.0.1:9/smsleads"  # the discard port: nothing listens, nothing leaves
+_SPEC = load_spec()["components"]["schemas"]["CreateWebhookRequest"]["properties"]["url"]
+WEBHOOK_URL = re.compile(_SPEC["pattern"])
 
 
 def _name(pointer: str) -> str:
@@ -93,6 +100,10 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     operation_id = case.operation.definition.raw.get("operationId", "")
     if isinstance(case.query, dict) and not _cursor(operation_id, case.query):
         _window(operation_id, case.query)
+    if operation_id == "createWebhook" and isinstance(case.body, dict):
+        url = case.body.get("url")
+        if isinstance(url, str) and len(url) <= _SPEC["maxLength"] and WEBHOOK_URL.match(url):
+            case.body["url"] = HOOK_URL
 
 
 @schemathesis.hook

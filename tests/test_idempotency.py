@@ -340,7 +340,10 @@ def test_the_spec_describes_the_key_the_proxy_accepts():
     validator = OAS31Validator(schema)
     for value in SAMPLES:
         assert validator.is_valid(value) == _accepted(value), value
-    changing = {(op.method.lower(), op.path) for op in STATE_CHANGING}
+    changing = {(op.method.lower(), op.path) for op in STATE_CHANGING} | {
+        (method, path) for path, item in SPEC["paths"].items()  # the proxy's own (webhooks)
+        for method, operation in item.items()
+        if isinstance(operation, dict) and operation.get("x-smsleads-own") and method != "get"}
     for path, item in SPEC["paths"].items():
         for method, operation in item.items():
             refs = [p.get("$ref") for p in operation.get("parameters", [])]
@@ -483,13 +486,18 @@ class FailingStore:
     async def add(self, *args, **kwargs):
         return await self.inner.add(*args, **kwargs)
 
-    async def get(self, key):
-        return await self.inner.get(key)
-
     async def swap(self, key, old, new, ttl, *, within=None):
         if "dispatch" in self.fail_on and b'"dispatched"' in new:
             raise StoreUnavailable("the store did not take the write in time")
+        if "dispatch lands" in self.fail_on and b'"dispatched"' in new:
+            await self.inner.swap(key, old, new, ttl, within=within)
+            raise StoreUnavailable("the write landed; its answer was lost")
         return await self.inner.swap(key, old, new, ttl, within=within)
+
+    async def get(self, key):
+        if "get" in self.fail_on:
+            raise StoreUnavailable("down")
+        return await self.inner.get(key)
 
     async def remove(self, key, old):
         if "remove" in self.fail_on:
@@ -593,3 +601,40 @@ def test_in_single_tenant_mode_a_key_belongs_to_the_api_key_however_it_is_spelt(
     assert [a.status_code for a in answers] == [202] * 5
     assert [a.headers.get("idempotent-replayed") for a in answers] == [None] + ["true"] * 4
     assert len(recorder.requests) == 1
+
+
+async def test_a_dispatch_whose_answer_was_lost_is_found_confirmed_and_sent_once():
+    """The "dispatched" write reached the store, its answer did not: the ledger reads the
+    record back, finds its own dispatch, and goes on, once."""
+    now = [0.0]
+    store = FailingStore({"dispatch lands"}, lambda: now[0])
+    ledger, ticket, calls = _ledger(store, now), Ticket.of("demo", "t", "k", {}), []
+
+    async def perform() -> Response:
+        calls.append(1)
+        return await _sent_response()
+
+    assert (await ledger.run(ticket, perform, ProblemResponse)).status_code == 202
+    again = await ledger.run(ticket, perform, ProblemResponse)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert calls == [1]
+
+
+async def test_a_dispatch_the_store_cannot_confirm_either_way_leaves_no_key_in_doubt():
+    """The write landed but neither its answer nor a read comes back: 503, nothing sent, and
+    the record removed, so the retry is sent (never "outcome unknown" for a request the
+    proxy did not send)."""
+    now = [0.0]
+    store = FailingStore({"dispatch lands", "get"}, lambda: now[0])
+    ledger, ticket, calls = _ledger(store, now), Ticket.of("demo", "t", "k", {}), []
+
+    async def perform() -> Response:
+        calls.append(1)
+        return await _sent_response()
+
+    with pytest.raises(IdempotencyUnavailable):
+        await ledger.run(ticket, perform, ProblemResponse)
+    assert calls == []
+    store.fail_on = set()
+    assert (await ledger.run(ticket, perform, ProblemResponse)).status_code == 202
+    assert calls == [1]

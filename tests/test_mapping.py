@@ -63,6 +63,17 @@ def _broken(edit) -> dict:
      None),  # same path, other method: allowed
     (lambda d: d["operations"]["getBalance"].update(http="POST /v1/messages"),
      "operations.getBalance: same http as sendMessage"),
+    (lambda d: d["events"].update({"message.sent": {"from": "sendMessage"}}),
+     "events.message.sent.from: an event comes from an operation that only reads"),
+    (lambda d: d["events"].update({"message.seen": {"from": "listIncomingMessages",
+                                                     "below": "/x"}}),
+     "events.message.seen: an operation with a feed gives its rows; one without needs below"),
+    (lambda d: d["events"].update({"account.low": {"from": "getBalance"}}),
+     "events.account.low: an operation with a feed gives its rows; one without needs below"),
+    (lambda d: d["events"].update({"Balance": {"from": "getBalance", "below": "/credits"}}),
+     "events.Balance: an event type is lowercase words joined by dots"),
+    (lambda d: d["events"].update({"account.gone": {"from": "getAccount", "below": "/x"}}),
+     "events.account.gone.from: no operation 'getAccount'"),
 ])
 def test_load_table_names_the_place_of_a_mistake(edit, message):
     data = _broken(edit)
@@ -116,13 +127,22 @@ def _words(source: str) -> set[str]:
     return words
 
 
+def _engine() -> list[Path]:
+    """Every module of proxy/ and its sub-packages but the sandbox (the upstream's twin)."""
+    return sorted(path for path in PROXY.rglob("*.py")
+                  if "sandbox" not in path.relative_to(PROXY).parts)
+
+
 def test_the_engine_names_no_command():
     """The table is the only place that knows the upstream's commands: none of them is a word
-    of the engine (every module of proxy/ but the sandbox), with no exemption."""
+    of the engine (every module of proxy/ and its sub-packages but the sandbox), with no
+    exemption."""
     commands = _commands()
-    for path in sorted(PROXY.glob("*.py")):
+    modules = _engine()
+    assert {"store", "events"} <= {path.parent.name for path in modules}
+    for path in modules:
         named = commands & _words(path.read_text())
-        assert not named, f"{path.name} names {sorted(named)}"
+        assert not named, f"{path.relative_to(PROXY)} names {sorted(named)}"
 
 
 def test_the_word_check_finds_a_command_wherever_it_is_said():

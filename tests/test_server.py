@@ -132,6 +132,24 @@ def test_slow_headers_are_cut_off_and_cannot_lock_clients_out(server):
         assert status == 408 and problem["type"] == "/problems/request-timeout"
 
 
+def test_a_body_sent_a_byte_at_a_time_is_cut_off_and_others_are_served(tmp_path):
+    """The header timeout ends where the body begins: a body has --body-timeout to arrive."""
+    with running(tmp_path, ["--sandbox", "--body-timeout", "1"]) as proxy:
+        slow = [connect(proxy) for _ in range(4)]
+        for sock in slow:
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: proxy\r\nAuthorization: " +
+                         BASIC.encode() + b"\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{")
+        answered = httpx.get(proxy.base + "/v1/balance", auth=("demo", "demo-token"))
+        answers = trickle(slow, time.monotonic() + BOUND)  # a byte each, every 0.2 s
+    assert answered.status_code == 200
+    assert len(answers) == len(slow), "a body sent slowly kept its connection"
+    for answer in answers.values():
+        status, problem = problem_of(answer)
+        assert status == 408 and problem["type"] == "/problems/request-timeout"
+        assert problem["detail"] == "the body did not arrive within 1 s of its headers"
+
+
 def test_a_connection_that_never_sends_is_closed_without_an_answer(server):
     sock = connect(server)
     readable, _, _ = select.select([sock], [], [], BOUND)

@@ -30,7 +30,13 @@ def _spec_operations() -> dict[str, tuple[str, str, dict[str, Any]]]:
     return found
 
 
-SPEC_OPERATIONS = _spec_operations()
+ALL_OPERATIONS = _spec_operations()
+# The table's operations, each an upstream command; the proxy's own (x-smsleads-own: the
+# webhooks of proxy/events/) answer from the proxy itself.
+SPEC_OPERATIONS = {op_id: found for op_id, found in ALL_OPERATIONS.items()
+                   if "x-smsleads-command" in found[2]}
+OWN_OPERATIONS = {op_id: found for op_id, found in ALL_OPERATIONS.items()
+                  if found[2].get("x-smsleads-own") is True}
 
 
 def _deref(node: dict[str, Any]) -> dict[str, Any]:
@@ -128,11 +134,25 @@ def test_a_feeds_limit_is_the_tables(op_id):
         1, paging.default_limit, paging.max_limit)
 
 
+def test_every_operation_is_the_tables_or_the_proxys_own():
+    assert set(SPEC_OPERATIONS) | set(OWN_OPERATIONS) == set(ALL_OPERATIONS)
+    assert not set(SPEC_OPERATIONS) & set(OWN_OPERATIONS)
+    assert {path for _, path, _ in OWN_OPERATIONS.values()} == {
+        "/v1/webhooks", "/v1/webhooks/{webhook_id}", "/v1/webhooks/{webhook_id}/test",
+        "/v1/webhooks/{webhook_id}/secret/rotations", "/v1/webhooks/{webhook_id}/deliveries",
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"}
+
+
+def test_the_event_types_of_the_spec_are_the_tables():
+    enum = SPEC["components"]["schemas"]["WebhookEventType"]["enum"]
+    assert enum == [kind.name for kind in TABLE.events]
+
+
 def test_routes_are_the_spec_operations():
     app = create_app()
     served = {(method, route.path) for route in app.routes for method in (route.methods or ())
               if route.path.startswith("/v1/") and method != "HEAD"}  # Starlette adds HEAD
-    assert served == {(m, p) for m, p, _ in SPEC_OPERATIONS.values()}
+    assert served == {(m, p) for m, p, _ in ALL_OPERATIONS.values()}
 
 
 # The spec's phone patterns promise clients what the proxy accepts: any number they admit

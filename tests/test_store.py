@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -118,6 +119,98 @@ async def test_a_swap_that_reaches_the_store_too_late_changes_nothing(store, mon
     assert await store.get("k") == b"claimed"
 
 
+# ── Records and queues (webhooks, issue 13) ─────────────────────────────────────────────────
+
+
+async def test_a_record_is_written_whatever_it_held_and_may_never_expire(store):
+    assert await store.read("r") is None
+    await store.write("r", b"one")
+    await store.write("r", b"two")
+    assert await store.read("r") == b"two"
+    await store.write("brief", b"v", ttl=0.2)
+    await asyncio.sleep(0.4)
+    assert await store.read("brief") is None
+    assert await store.read("r") == b"two"  # no time to live: still there
+    assert await store.get("r") is None  # records are not entries
+
+
+async def test_records_are_apart_from_the_entries_cap(store):
+    for i in range(5):  # the store holds 5 entries at most
+        await store.add(f"k{i}", b"v", 60)
+    for i in range(20):
+        await store.write(f"r{i}", b"v")
+    assert await store.read("r19") == b"v"
+
+
+async def test_write_if_changes_a_record_only_from_what_the_caller_read(store):
+    assert await store.write_if("r", b"first", None)
+    assert not await store.write_if("r", b"second", None)  # it exists now
+    assert not await store.write_if("r", b"second", b"other")
+    assert await store.write_if("r", b"second", b"first")
+    assert await store.read("r") == b"second"
+    assert await store.write_if("lease", b"me", None, ttl=0.2)
+    await asyncio.sleep(0.4)
+    assert await store.write_if("lease", b"you", None, ttl=60)  # the expired one is gone
+
+
+async def test_of_concurrent_write_ifs_on_a_new_record_one_wins(store):
+    results = await asyncio.gather(*(store.write_if("r", f"v{i}".encode(), None)
+                                     for i in range(10)))
+    assert results.count(True) == 1
+    assert await store.read("r") == f"v{results.index(True)}".encode()
+
+
+async def test_erase_deletes_a_record_or_only_the_value_read(store):
+    await store.write("r", b"v")
+    assert not await store.erase("r", only=b"other")
+    assert await store.erase("r", only=b"v")
+    assert await store.read("r") is None
+    assert not await store.erase("r")
+    await store.write("s", b"w")
+    assert await store.erase("s")
+    assert await store.scan("") == []
+
+
+async def test_scan_lists_a_prefix_in_key_order_page_by_page(store):
+    for key in ("sub:b", "sub:a", "sub:c", "subway", "other:a", "sub:\u05d0"):
+        await store.write(key, key.encode())
+    await store.write("sub:gone", b"v", ttl=0.2)
+    await asyncio.sleep(0.4)
+    assert [k for k, _ in await store.scan("sub:")] == ["sub:a", "sub:b", "sub:c",
+                                                         "sub:\u05d0"]
+    first = await store.scan("sub:", limit=2)
+    assert first == [("sub:a", b"sub:a"), ("sub:b", b"sub:b")]
+    rest = await store.scan("sub:", after=first[-1][0], limit=2)
+    assert [k for k, _ in rest] == ["sub:c", "sub:\u05d0"]
+    assert await store.scan("sub:", after=rest[-1][0]) == []
+    assert [k for k, _ in await store.scan("")][:2] == ["other:a", "sub:a"]
+
+
+async def test_take_hands_out_each_due_item_once_until_its_lease_ends(store):
+    await store.schedule("q", "later", 60)
+    await store.schedule("q", "b", 0)
+    await store.schedule("q", "a", -1)  # due earlier: taken first
+    await store.schedule("other", "x", 0)
+    assert await store.take("q", 10, lease=0.3) == ["a", "b"]
+    assert await store.take("q", 10, lease=0.3) == []  # leased
+    await asyncio.sleep(0.5)  # the taker died: due again
+    assert sorted(await store.take("q", 1, lease=60) + await store.take("q", 1, lease=60)) \
+        == ["a", "b"]
+    assert await store.unschedule("q", "a")
+    assert not await store.unschedule("q", "a")
+    await store.schedule("q", "b", 0)  # rescheduled: due again now
+    assert await store.take("q", 10, lease=60) == ["b"]
+    assert await store.take("other", 10, lease=60) == ["x"]
+
+
+async def test_of_concurrent_takers_each_item_goes_to_one(store):
+    for i in range(30):
+        await store.schedule("q", f"i{i:02d}", 0)
+    taken = await asyncio.gather(*(store.take("q", 4, lease=60) for _ in range(10)))
+    flat = [item for items in taken for item in items]
+    assert sorted(flat) == [f"i{i:02d}" for i in range(30)]
+
+
 # ── SQLite: one file for every worker of a host, and what a crash leaves ───────────────────
 
 
@@ -158,6 +251,23 @@ async def test_a_committed_write_survives_sigkill(tmp_path):
     store = await SqliteStore(path, 100).open()
     try:
         assert await store.get("kept") == b"v"
+    finally:
+        await store.close()
+
+
+async def test_groups_that_empty_leave_no_row_behind(tmp_path):
+    """Made-up credentials each make a group whose key is freed: nothing of them stays."""
+    store = await SqliteStore(tmp_path / "state.sqlite", 100).open()
+    try:
+        for index in range(20):
+            await store.add(f"k{index}", b"v", 60, group=f"stranger-{index}", group_cap=5)
+            assert await store.remove(f"k{index}", b"v")
+        await store.add("kept", b"v", 60, group="honest", group_cap=5)
+
+        def rows(db: sqlite3.Connection) -> list[tuple[str, int]]:
+            return db.execute("SELECT grp, n FROM counts ORDER BY grp").fetchall()
+
+        assert await store._run(rows) == [("", 1), ("honest", 1)]
     finally:
         await store.close()
 

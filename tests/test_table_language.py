@@ -19,6 +19,7 @@ from proxy.convert import CONVERTER_FACTORIES, CONVERTERS
 from proxy.docs import load_spec
 from proxy.mapping import (
     ELEMENT_KEYS,
+    EVENT_KEYS,
     FEED_KEYS,
     FIELD_KEYS,
     OPERATION_KEYS,
@@ -63,7 +64,9 @@ def _used(data: Any, found: dict[str, set[str]], kind: str) -> None:
 
 def test_every_word_of_the_language_is_documented_and_used_by_the_table():
     data = yaml.safe_load(MAPPING)
-    found: dict[str, set[str]] = {"top": set(data), "paging": set(data["paging"])}
+    found: dict[str, set[str]] = {"top": set(data), "paging": set(data["paging"]),
+                                  "events": {key for event in data["events"].values()
+                                             for key in event}}
     for element in data["envelope"].values():
         _used(element, found, "element")
     for operation in data["operations"].values():
@@ -71,10 +74,11 @@ def test_every_word_of_the_language_is_documented_and_used_by_the_table():
     header = _header()
     for kind, words in (("top", TOP_KEYS), ("operation", OPERATION_KEYS),
                         ("element", ELEMENT_KEYS), ("field", FIELD_KEYS),
-                        ("window", WINDOW_KEYS), ("paging", PAGING_KEYS), ("feed", FEED_KEYS)):
+                        ("window", WINDOW_KEYS), ("paging", PAGING_KEYS), ("feed", FEED_KEYS),
+                        ("events", EVENT_KEYS)):
         assert found[kind] == words, kind  # nothing accepted that the table never says
         for word in words:
-            prefix = f"{kind}." if kind in ("window", "paging", "feed") else ""
+            prefix = f"{kind}." if kind in ("window", "paging", "feed", "events") else ""
             assert re.search(rf"^#\s+{prefix}{word}[:,]", header, re.M), (kind, word)
 
 

@@ -16,6 +16,15 @@ Every engine keeps the same promises, and tests/test_store.py runs the same test
   the call: a write held up in a network or a paused server, landing later, changes nothing;
 - a full group or store, or an engine that fails or does not answer in time, raises
   :class:`StoreFull` or :class:`StoreUnavailable`, never another exception.
+
+Beside the entries, two more kinds of state, kept apart from them (no group, no cap):
+
+- **records**: bytes under string keys that may never expire, written unconditionally or only
+  if they still hold what the caller read (``write_if``), and listed in key order by a prefix
+  (``scan``);
+- **queues**: named sets of items (strings), each due at a time; ``take`` hands out the items
+  due now and hides each for a lease, so two processes never take one item at once, and an
+  item whose taker died is due again when its lease ends (at least once).
 """
 
 from __future__ import annotations
@@ -56,7 +65,42 @@ class Store(Protocol):
     async def remove(self, key: str, old: bytes) -> bool:
         """Delete the entry if it still holds ``old``."""
 
+    # ── Records and queues (webhooks: proxy/events/, issue 13) ──────────────────────────────
+
+    async def read(self, key: str) -> bytes | None:
+        """The record's value; None if there is none (or it expired)."""
+
+    async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        """Write the record whatever it held; ``ttl`` None: it never expires."""
+
+    async def write_if(self, key: str, value: bytes, expect: bytes | None, *,
+                       ttl: float | None = None) -> bool:
+        """Write the record if it holds ``expect`` (None: if there is none); False if not."""
+
+    async def erase(self, key: str, *, only: bytes | None = None) -> bool:
+        """Delete the record (``only``: if it still holds that value); False if it did not."""
+
+    async def scan(self, prefix: str, *, after: str = "", limit: int = 100
+                   ) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` records whose keys start with ``prefix``, in key order, after the
+        key ``after``."""
+
+    async def schedule(self, queue: str, item: str, delay: float) -> None:
+        """The item is due ``delay`` seconds from now (added, or moved if it is queued)."""
+
+    async def take(self, queue: str, limit: int, lease: float) -> list[str]:
+        """Up to ``limit`` items due now, earliest first, each due again ``lease`` seconds
+        from now (it is the caller's until then: it unschedules or reschedules it)."""
+
+    async def unschedule(self, queue: str, item: str) -> bool:
+        """Take the item off the queue; False if it was not on it."""
+
     async def close(self) -> None: ...
+
+
+def prefix_end(prefix: str) -> str:
+    """The first key after every key that starts with ``prefix`` (for range scans)."""
+    return prefix + "\U0010ffff"
 
 
 async def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
@@ -86,4 +130,5 @@ async def open_store(settings: Settings, clock: Callable[[], float]) -> Store:
                              clock=clock).open()
 
 
-__all__ = ["STATE_FILE", "Store", "StoreError", "StoreFull", "StoreUnavailable", "open_store"]
+__all__ = ["STATE_FILE", "Store", "StoreError", "StoreFull", "StoreUnavailable", "open_store",
+           "prefix_end"]

@@ -25,6 +25,8 @@ class MemoryStore:
         self.entries: dict[str, _Entry] = {}
         self.groups: Counter[str] = Counter()
         self._expiry: list[tuple[float, str]] = []  # a heap; stale items are skipped
+        self.records: dict[str, tuple[bytes, float | None]] = {}  # value, expiry
+        self.queues: dict[str, dict[str, float]] = {}  # queue -> item -> due
 
     def _purge(self) -> None:
         now = self.clock()
@@ -82,7 +84,64 @@ class MemoryStore:
         self._drop(key, held)
         return True
 
+    # ── Records and queues (webhooks, issue 13) ─────────────────────────────────────────────
+
+    def _record(self, key: str) -> bytes | None:
+        held = self.records.get(key)
+        if held is None:
+            return None
+        if held[1] is not None and held[1] <= self.clock():
+            del self.records[key]
+            return None
+        return held[0]
+
+    async def read(self, key: str) -> bytes | None:
+        return self._record(key)
+
+    async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        self.records[key] = (value, None if ttl is None else self.clock() + ttl)
+
+    async def write_if(self, key: str, value: bytes, expect: bytes | None, *,
+                       ttl: float | None = None) -> bool:
+        if self._record(key) != expect:
+            return False
+        await self.write(key, value, ttl=ttl)
+        return True
+
+    async def erase(self, key: str, *, only: bytes | None = None) -> bool:
+        held = self._record(key)
+        if held is None or (only is not None and held != only):
+            return False
+        del self.records[key]
+        return True
+
+    async def scan(self, prefix: str, *, after: str = "", limit: int = 100
+                   ) -> list[tuple[str, bytes]]:
+        found: list[tuple[str, bytes]] = []
+        for key in sorted(k for k in self.records if k.startswith(prefix) and k > after):
+            value = self._record(key)
+            if value is not None:
+                found.append((key, value))
+                if len(found) == limit:
+                    break
+        return found
+
+    async def schedule(self, queue: str, item: str, delay: float) -> None:
+        self.queues.setdefault(queue, {})[item] = self.clock() + delay
+
+    async def take(self, queue: str, limit: int, lease: float) -> list[str]:
+        items, now = self.queues.get(queue, {}), self.clock()
+        due = sorted((at, item) for item, at in items.items() if at <= now)[:limit]
+        for _, item in due:
+            items[item] = now + lease
+        return [item for _, item in due]
+
+    async def unschedule(self, queue: str, item: str) -> bool:
+        return self.queues.get(queue, {}).pop(item, None) is not None
+
     async def close(self) -> None:
+        self.records.clear()
+        self.queues.clear()
         self.entries.clear()
         self.groups.clear()
         self._expiry.clear()

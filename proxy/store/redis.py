@@ -25,7 +25,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from proxy.store import StoreFull, StoreUnavailable
+from proxy.store import StoreFull, StoreUnavailable, prefix_end
 
 PREFIX = "smsleads-proxy:"
 MAX_SKEW = 2.0  # seconds between this host's clock and the server's
@@ -89,6 +89,67 @@ return 1
 """
 
 
+# ── Records and queues (webhooks, issue 13) ─────────────────────────────────────────────────
+# A record is a plain string key (with PX when it expires); a sorted set, all scores 0, lists
+# every record key, so a prefix is a lexical range (entries of expired records are dropped as
+# a scan meets them). A queue is a sorted set of items by due time, in the server's clock.
+
+# KEYS: record, index; ARGV: value, ttl ms (0: none), mode (0 any, 1 absent, 2 holds), expected.
+_WRITE = """
+local held = redis.call('GET', KEYS[1])
+if ARGV[3] == '1' and held then return 0 end
+if ARGV[3] == '2' and held ~= ARGV[4] then return 0 end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('ZADD', KEYS[2], 0, KEYS[1])
+return 1
+"""
+
+# KEYS: record, index; ARGV: mode (0 any, 1 holds), expected. Returns 1 erased, 0 not.
+_ERASE = """
+local held = redis.call('GET', KEYS[1])
+if not held then
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  return 0
+end
+if ARGV[1] == '1' and held ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
+return 1
+"""
+
+_NOW = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+"""
+
+# KEYS: queue; ARGV: item, delay ms.
+_SCHEDULE = _NOW + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+# KEYS: queue; ARGV: limit, lease ms. Returns the items taken.
+_TAKE = _NOW + """
+local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, item in ipairs(items) do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), item)
+end
+return items
+"""
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _ms(seconds: float | None) -> int:
+    return 0 if seconds is None else max(1, int(seconds * 1000))
+
+
 class RedisUnsafe(StoreUnavailable):
     """The server answers, but would forget entries (or misjudge deadlines)."""
 
@@ -112,9 +173,14 @@ class RedisStore:
         self.client, self.max_entries, self.prefix = client, max_entries, prefix
         self.volatile_ok = volatile_ok
         self.verified = False  # check_server passed since the last connection failure
+        self.offset = 0.0  # the server's clock minus this host's, measured by check_server
         self._add = client.register_script(_ADD)
         self._swap = client.register_script(_SWAP)
         self._remove = client.register_script(_REMOVE)
+        self._write = client.register_script(_WRITE)
+        self._erase = client.register_script(_ERASE)
+        self._schedule = client.register_script(_SCHEDULE)
+        self._take = client.register_script(_TAKE)
 
     @classmethod
     def from_url(cls, url: str, max_entries: int, *, timeout: float = 2.0,
@@ -125,7 +191,8 @@ class RedisStore:
         # first attempt done changes nothing and says "held", which sends nothing.
         client = redis.asyncio.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError])
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            retry_on_error=[redis.exceptions.ConnectionError])
         return cls(client, max_entries, volatile_ok=volatile_ok)
 
     @contextmanager
@@ -179,7 +246,9 @@ class RedisStore:
 
     async def swap(self, key: str, old: bytes, new: bytes, ttl: float, *,
                    within: float | None = None) -> bool:
-        deadline = 0 if within is None else int((time.time() + within) * 1000)
+        # The deadline in the server's own time, so a skew between the clocks neither widens
+        # nor narrows the window in which a late write still lands.
+        deadline = 0 if within is None else int((time.time() + self.offset + within) * 1000)
         await self._ready()
         with self._calling():
             answer = await self._swap(keys=[self._entry(key), self._all],
@@ -196,12 +265,94 @@ class RedisStore:
                                         args=[old, self._groups])
         return bool(answer == 1)
 
+    # ── Records and queues (webhooks, issue 13) ─────────────────────────────────────────────
+
+    def _record(self, key: str) -> str:
+        return f"{self.prefix}record:{key}"
+
+    @property
+    def _records(self) -> str:
+        return f"{self.prefix}records"
+
+    def _queue(self, name: str) -> str:
+        return f"{self.prefix}queue:{name}"
+
+    async def read(self, key: str) -> bytes | None:
+        await self._ready()
+        with self._calling():
+            held = await self.client.get(self._record(key))
+        return None if held is None else _bytes(held)
+
+    async def _written(self, key: str, value: bytes, ttl: float | None, mode: int,
+                       expect: bytes) -> bool:
+        await self._ready()
+        with self._calling():
+            answer = await self._write(keys=[self._record(key), self._records],
+                                       args=[value, _ms(ttl), mode, expect])
+        return bool(answer == 1)
+
+    async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._written(key, value, ttl, 0, b"")
+
+    async def write_if(self, key: str, value: bytes, expect: bytes | None, *,
+                       ttl: float | None = None) -> bool:
+        return await self._written(key, value, ttl, 1 if expect is None else 2, expect or b"")
+
+    async def erase(self, key: str, *, only: bytes | None = None) -> bool:
+        await self._ready()
+        with self._calling():
+            answer = await self._erase(keys=[self._record(key), self._records],
+                                       args=[0 if only is None else 1, only or b""])
+        return bool(answer == 1)
+
+    async def scan(self, prefix: str, *, after: str = "", limit: int = 100
+                   ) -> list[tuple[str, bytes]]:
+        await self._ready()
+        found: list[tuple[str, bytes]] = []
+        start = self._record(max(prefix, after))
+        low = f"({start}" if after >= prefix else f"[{start}"
+        high = f"({self._record(prefix_end(prefix))}"
+        cut = len(self._record(""))
+        with self._calling():
+            while len(found) < limit:
+                names = await self.client.zrangebylex(self._records, low, high, 0,
+                                                      limit - len(found))
+                if not names:
+                    break
+                values = await self.client.mget(names)
+                gone = [name for name, value in zip(names, values, strict=True) if value is None]
+                if gone:
+                    await self.client.zrem(self._records, *gone)
+                found += [(_bytes(name).decode()[cut:], _bytes(value))
+                          for name, value in zip(names, values, strict=True) if value is not None]
+                low = "(" + _bytes(names[-1]).decode()
+        return found
+
+    async def schedule(self, queue: str, item: str, delay: float) -> None:
+        await self._ready()
+        with self._calling():
+            await self._schedule(keys=[self._queue(queue)], args=[item, int(delay * 1000)])
+
+    async def take(self, queue: str, limit: int, lease: float) -> list[str]:
+        await self._ready()
+        with self._calling():
+            items = await self._take(keys=[self._queue(queue)], args=[limit, _ms(lease)])
+        return [_bytes(item).decode() for item in items]
+
+    async def unschedule(self, queue: str, item: str) -> bool:
+        await self._ready()
+        with self._calling():
+            return bool(await self.client.zrem(self._queue(queue), item))
+
     async def check_server(self) -> None:
         """Refuse a Redis that would forget entries or misjudge deadlines, unless told."""
         problems = []
         with self._calling():
+            asked = time.time()
             seconds, micros = await self.client.time()
-            skew = abs(seconds + micros / 1e6 - time.time())
+            # The server read its clock about half-way through the round trip.
+            self.offset = seconds + micros / 1e6 - (asked + time.time()) / 2
+            skew = abs(self.offset)
             try:
                 config = await self.client.config_get("appendonly")
                 config |= await self.client.config_get("maxmemory-policy")

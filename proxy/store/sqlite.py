@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.store import StoreError, StoreFull, StoreUnavailable
+from proxy.store import StoreError, StoreFull, StoreUnavailable, prefix_end
 
 T = TypeVar("T")
 ALL = ""  # the count of every entry, beside the groups' counts
@@ -52,9 +52,24 @@ CREATE TRIGGER IF NOT EXISTS entries_added AFTER INSERT ON entries BEGIN
     INSERT INTO counts SELECT NEW.grp, 1 WHERE NEW.grp IS NOT NULL
         ON CONFLICT (grp) DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS entries_deleted AFTER DELETE ON entries BEGIN
+DROP TRIGGER IF EXISTS entries_deleted;
+CREATE TRIGGER entries_deleted AFTER DELETE ON entries BEGIN
     UPDATE counts SET n = n - 1 WHERE grp = '' OR grp = OLD.grp;
+    -- a group with nothing left leaves no row: made-up credentials leave no trace
+    DELETE FROM counts WHERE grp = OLD.grp AND grp != '' AND n = 0;
 END;
+"""
+
+# Records and queues (webhooks, issue 13): apart from the entries, no group, no cap.
+RECORDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS queued (
+    queue TEXT NOT NULL, item TEXT NOT NULL, due REAL NOT NULL, PRIMARY KEY (queue, item)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queued_by_due ON queued (queue, due);
 """
 
 Work = Callable[[sqlite3.Connection], Any]
@@ -105,7 +120,7 @@ class SqliteStore:
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        db.executescript("BEGIN IMMEDIATE;" + SCHEMA + RECORDS_SCHEMA + "COMMIT;")
         self._db = db
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -233,6 +248,75 @@ class SqliteStore:
             return db.execute("DELETE FROM entries WHERE key = ? AND value = ?",
                               (key, old)).rowcount > 0
         return await self._run(work)
+
+    # ── Records and queues (webhooks, issue 13) ─────────────────────────────────────────────
+
+    def _record(self, db: sqlite3.Connection, key: str) -> bytes | None:
+        row = db.execute("SELECT value FROM records WHERE key = ? AND (expires IS NULL OR "
+                         "expires > ?)", (key, self.clock())).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _put(self, db: sqlite3.Connection, key: str, value: bytes, ttl: float | None) -> None:
+        now = self.clock()
+        db.execute("DELETE FROM records WHERE key IN (SELECT key FROM records "
+                   "WHERE expires <= ? LIMIT ?)", (now, PURGE_BATCH))
+        db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
+                   (key, value, None if ttl is None else now + ttl))
+
+    async def read(self, key: str) -> bytes | None:
+        return await self._run(lambda db: self._record(db, key))
+
+    async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        await self._run(lambda db: self._put(db, key, value, ttl))
+
+    async def write_if(self, key: str, value: bytes, expect: bytes | None, *,
+                       ttl: float | None = None) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            if self._record(db, key) != expect:
+                return False
+            self._put(db, key, value, ttl)
+            return True
+        return await self._run(work)
+
+    async def erase(self, key: str, *, only: bytes | None = None) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            held = self._record(db, key)
+            if held is None or (only is not None and held != only):
+                return False
+            db.execute("DELETE FROM records WHERE key = ?", (key,))
+            return True
+        return await self._run(work)
+
+    async def scan(self, prefix: str, *, after: str = "", limit: int = 100
+                   ) -> list[tuple[str, bytes]]:
+        def work(db: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = db.execute(
+                "SELECT key, value FROM records WHERE key >= ? AND key > ? AND key < ? AND "
+                "(expires IS NULL OR expires > ?) ORDER BY key LIMIT ?",
+                (prefix, after, prefix_end(prefix), self.clock(), limit)).fetchall()
+            return [(str(key), bytes(value)) for key, value in rows]
+        return await self._run(work)
+
+    async def schedule(self, queue: str, item: str, delay: float) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO queued VALUES (?, ?, ?)",
+                       (queue, item, self.clock() + delay))
+        await self._run(work)
+
+    async def take(self, queue: str, limit: int, lease: float) -> list[str]:
+        def work(db: sqlite3.Connection) -> list[str]:
+            now = self.clock()
+            items = [str(row[0]) for row in db.execute(
+                "SELECT item FROM queued WHERE queue = ? AND due <= ? ORDER BY due LIMIT ?",
+                (queue, now, limit))]
+            db.executemany("UPDATE queued SET due = ? WHERE queue = ? AND item = ?",
+                           [(now + lease, queue, item) for item in items])
+            return items
+        return await self._run(work)
+
+    async def unschedule(self, queue: str, item: str) -> bool:
+        return await self._run(lambda db: db.execute(
+            "DELETE FROM queued WHERE queue = ? AND item = ?", (queue, item)).rowcount > 0)
 
     def _stop(self) -> None:
         if self._thread is not None:

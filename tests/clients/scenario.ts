@@ -154,8 +154,13 @@ async function main(): Promise<void> {
   same(await balance(), credits - 12, "credits after the subscriber");
   step("subscribers");
 
-  check(Array.isArray((await blacklist.listBlacklist({ from: start, to: end })).data),
-    "blacklist");
+  // The last week's blacklist: the demo account's two numbers, their dates as Dates.
+  const week = (await blacklist.listBlacklist({
+    from: new Date(end.getTime() - 7 * 24 * 3600 * 1000), to: end })).data;
+  const listed = week.map((entry) => entry.phone);
+  check(listed.includes("+972529999999") && listed.includes("+972528888888"), "blacklist");
+  check(week.every((entry) => entry.addedAt instanceof Date && !isNaN(entry.addedAt.getTime())),
+    "blacklist dates");
   const removal = await blacklist.removeFromBlacklist({ removeFromBlacklistRequest: {
     phones: ["0503330007"], reason: "asked by phone" } });
   same([removal.removed, removal.notFound], [0, 1], "removal");

@@ -37,6 +37,10 @@ def _import(kind: str, package: str) -> ModuleType:
     return importlib.import_module(package)
 
 
+# The sandbox's demo account has these on its blacklist, added 2 and 5 days ago.
+SEEDED_BLACKLIST = {"+972529999999", "+972528888888"}
+
+
 def _window() -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
     return now - timedelta(hours=1), now
@@ -153,8 +157,12 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy, valida
         assert listed["Py Subscriber"] == 8
         assert account.get_balance().credits == credits - 12
 
-        # The blacklist, and a removal of a number that was not on it (still a success).
-        assert isinstance(blacklist.list_blacklist(var_from=start, to=end).data, list)
+        # The blacklist of the last week: the demo account's two numbers, decoded; and a
+        # removal of a number that was not on it (still a success).
+        week = blacklist.list_blacklist(var_from=end - timedelta(days=7), to=end).data
+        assert {entry.phone for entry in week} >= SEEDED_BLACKLIST
+        assert all(isinstance(entry.added_at, datetime) and entry.added_at.tzinfo
+                   for entry in week)
         removal = blacklist.remove_from_blacklist(sdk.RemoveFromBlacklistRequest(
             phones=["0501110007"], reason="asked by phone"))
         assert (removal.removed, removal.not_found) == (0, 1)
@@ -315,7 +323,10 @@ def test_scenario_through_the_openapi_python_client(opc, proxy, validated):
         assert listed["Opc Subscriber"] == 8
         assert call("get_balance", 200).credits_ == credits - 12
 
-        assert isinstance(call("list_blacklist", 200, from_=start, to=end).data, list)
+        week = call("list_blacklist", 200, from_=end - timedelta(days=7), to=end).data
+        assert {entry.phone for entry in week} >= SEEDED_BLACKLIST
+        assert all(isinstance(entry.added_at, datetime) and entry.added_at.tzinfo
+                   for entry in week)
         removal = call("remove_from_blacklist", 200, body=models.RemoveFromBlacklistRequest(
             phones=["0502220007"], reason="asked by phone"))
         assert (removal.removed, removal.not_found) == (0, 1)

@@ -1,0 +1,1 @@
+"""Webhooks (issue 13)."""
