@@ -24,6 +24,7 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from bench.attacks import filled
 from proxy.app import create_app
 from proxy.errors import MAX_FIELD_ERRORS, MalformedRequest, ProblemError
 from proxy.mapping import Operation
@@ -69,13 +70,6 @@ def test_10001_recipients_are_refused_naming_the_limit_without_checking_each():
 LIMIT = 8 * 1024 * 1024  # the default body limit
 
 
-def _filled(unit: bytes) -> bytes:
-    """A message whose recipients are ``unit`` over and over, as many as the body limit holds."""
-    head, tail = b'{"sender":"DemoAPI","text":"hi","recipients":[', b"]}"
-    count = (LIMIT - len(head) - len(tail)) // (len(unit) + 1)
-    return head + b",".join([unit] * count) + tail
-
-
 SEPARATORS = ("the body holds more than 100,000 commas and opening brackets outside strings; "
               "no request needs that many")
 OBJECTS = "the body holds more than 20,000 JSON objects; no request needs that many"
@@ -85,9 +79,9 @@ OBJECTS = "the body holds more than 20,000 JSON objects; no request needs that m
     (json.dumps(dict(MESSAGE, recipients=[{"phone": "not a phone"}] * 100_000)).encode(),
      SEPARATORS),
     (json.dumps(dict(MESSAGE, recipients=[{"phone": "x"}] * 30_000)).encode(), OBJECTS),
-    (_filled(b"[]"), SEPARATORS),      # 2.8 million lists: 1.5 s and the collector's walks
-    (_filled(b'"ab"'), SEPARATORS),    # 1.7 million strings
-    (_filled(b"null"), SEPARATORS),    # 1.7 million slots of one list
+    (filled(LIMIT, b"[]"), SEPARATORS),      # 2.8 million lists: 1.5 s and the collector's walks
+    (filled(LIMIT, b'"ab"'), SEPARATORS),    # 1.7 million strings
+    (filled(LIMIT, b"null"), SEPARATORS),    # 1.7 million slots of one list
 ], ids=["100000-recipients", "30000-objects", "empty-arrays", "strings", "nulls"])
 def test_a_body_of_more_values_than_any_request_needs_is_refused_before_it_is_built(body, detail):
     recorder = Recorder(SENT)
@@ -124,7 +118,7 @@ def test_the_garbage_collector_is_as_it_was_after_a_parse(collecting):
 
     (gc.enable if collecting else gc.disable)()
     try:
-        for raw in (b'{"a": [1, 2]}', b'{"a": ', _filled(b"[]")):
+        for raw in (b'{"a": [1, 2]}', b'{"a": ', filled(LIMIT, b"[]")):
             with pytest.raises(ProblemError) if raw != b'{"a": [1, 2]}' else nullcontext():
                 parse_json(raw, "application/json")
             assert gc.isenabled() == collecting
