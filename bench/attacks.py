@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import statistics
 import threading
@@ -131,6 +132,7 @@ def _hostile(path: str, body: bytes, seconds: float, proxy_args: tuple[str, ...]
         for _ in range(20):  # warm: the first requests import and compile lazily
             httpx.get(f"{proxy.url}/healthz")
         base = peak = rss_kib(proxy.pid)
+        gc.collect()  # this process's own garbage (the bodies made), not collected meanwhile
         poller = _Poller(f"{proxy.url}/healthz", seconds + 10)
         threads = [threading.Thread(target=poller.run, daemon=True),
                    threading.Thread(target=send, args=(proxy,), daemon=True)]
