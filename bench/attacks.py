@@ -1,8 +1,11 @@
 """The proxy under abuse (issue 10): what one hostile body and many slow clients cost.
 
-- :func:`hostile_body`: the largest body the proxy's limits accept, made of invalid
-  recipients, sent once with made-up Basic credentials. Measured: how long until it is
-  answered, /healthz's latency meanwhile (polled by another client), the proxy's RSS growth.
+- :func:`hostile_bodies`: the largest body the proxy's limits accept, made of invalid
+  recipients; as large a body of empty arrays, and of short strings; and 10,000 valid
+  recipients with the last one wrong (a body the limits admit, whose one error must be found
+  and explained). Each sent once with made-up Basic credentials to a fresh proxy. Measured: how
+  long until it is answered, /healthz's latency meanwhile (polled by another client), the
+  proxy's RSS growth.
 - :func:`slow_headers`: normal clients' balance rate with and without N connections that
   send their request headers one byte at a time (slowloris), and whether the proxy closes
   those connections (a header-read timeout) or keeps them for ever.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import statistics
 import threading
@@ -51,6 +55,27 @@ def hostile_body(limit: int) -> bytes:
     return head + b",".join(messages) + tail
 
 
+def filled(limit: int, unit: bytes) -> bytes:
+    """One send whose recipients are ``unit`` over and over, as many as ``limit`` bytes hold."""
+    head, tail = b'{"sender":"BenchTest","text":"Bench","recipients":[', b"]}"
+    count = (limit - len(head) - len(tail) + 1) // (len(unit) + 1)
+    return head + b",".join([unit] * count) + tail
+
+
+def _last_wrong(count: int) -> bytes:
+    recipients = [{"phone": "0501234567", "external_id": f"r{i}"} for i in range(count)]
+    recipients[-1] = {"phone": "12345"}
+    return json.dumps({"sender": "BenchTest", "text": "Bench", "recipients": recipients}).encode()
+
+
+def hostile_bodies(limit: int) -> dict[str, tuple[str, bytes]]:
+    """Each hostile cell's name -> (path, body)."""
+    return {"invalid recipients": ("/v1/messages/bulk", hostile_body(limit)),
+            "empty arrays": ("/v1/messages", filled(limit, b"[]")),
+            "short strings": ("/v1/messages", filled(limit, b'"ab"')),
+            "10,000 recipients, the last wrong": ("/v1/messages", _last_wrong(10_000))}
+
+
 @dataclass
 class _Poller:
     """/healthz over and over from a thread: every latency, and the one still waiting."""
@@ -84,14 +109,19 @@ def _p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
 
 
-def hostile(limit: int, seconds: float, proxy_args: tuple[str, ...]) -> dict[str, object]:
-    body = hostile_body(limit)
+def hostile(limit: int, seconds: float, proxy_args: tuple[str, ...]) -> list[dict[str, object]]:
+    return [dict(_hostile(path, body, seconds, proxy_args), shape=shape)
+            for shape, (path, body) in hostile_bodies(limit).items()]
+
+
+def _hostile(path: str, body: bytes, seconds: float, proxy_args: tuple[str, ...]
+             ) -> dict[str, object]:
     answer: dict[str, object] = {}
 
     def send(server: Server) -> None:
         started = time.monotonic()
         try:
-            reply = httpx.post(f"{server.url}/v1/messages/bulk", content=body, timeout=seconds,
+            reply = httpx.post(f"{server.url}{path}", content=body, timeout=seconds,
                                headers={"Authorization": INTRUDER,
                                         "Content-Type": "application/json"})
             answer.update(status=reply.status_code, seconds=time.monotonic() - started)
@@ -102,6 +132,7 @@ def hostile(limit: int, seconds: float, proxy_args: tuple[str, ...]) -> dict[str
         for _ in range(20):  # warm: the first requests import and compile lazily
             httpx.get(f"{proxy.url}/healthz")
         base = peak = rss_kib(proxy.pid)
+        gc.collect()  # this process's own garbage (the bodies made), not collected meanwhile
         poller = _Poller(f"{proxy.url}/healthz", seconds + 10)
         threads = [threading.Thread(target=poller.run, daemon=True),
                    threading.Thread(target=send, args=(proxy,), daemon=True)]
@@ -120,7 +151,7 @@ def hostile(limit: int, seconds: float, proxy_args: tuple[str, ...]) -> dict[str
         poller.done.set()
     for thread in threads:
         thread.join(timeout=30)
-    return {"body_bytes": len(body), "recipients": body.count(b'"phone"'), "bound_s": seconds,
+    return {"body_bytes": len(body), "path": path, "bound_s": seconds,
             "status": answer.get("status"), "answered_s": answer.get("seconds"),
             "error": answer.get("error"), "memory_capped": capped,
             "health_p99_ms": 1000 * _p99(health),

@@ -15,6 +15,7 @@ import pytest
 from bench import attacks, harness, profiles
 from bench.servers import Server, started, wait_ready
 from proxy.app import load_spec
+from proxy.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,18 @@ def test_the_hostile_body_is_the_largest_the_limits_accept():
     assert max(sizes) == per_message and len(sizes) <= schemas["SendBulkRequest"][
         "properties"]["messages"]["maxItems"]
     assert {r["phone"] for m in document["messages"] for r in m["recipients"]} == {"x"}
+
+
+def test_each_hostile_body_is_within_the_body_limit_and_the_largest_of_its_shape():
+    limit = Settings().max_body_bytes
+    bodies = attacks.hostile_bodies(limit)
+    assert all(len(body) <= limit for _, body in bodies.values())
+    for shape in ("empty arrays", "short strings"):
+        assert len(bodies[shape][1]) > limit - 10
+        assert len(json.loads(bodies[shape][1])["recipients"]) > 1_000_000
+    wrong = json.loads(bodies["10,000 recipients, the last wrong"][1])["recipients"]
+    assert len(wrong) == 10_000 and wrong[-1] == {"phone": "12345"}
+    assert all(r["phone"] == "0501234567" for r in wrong[:-1])
 
 
 def test_a_profile_is_summed_by_function_module_and_project_module(tmp_path):

@@ -143,3 +143,97 @@ def test_every_pattern_has_words_for_its_refusal():
     """The 422 says what a pattern means (`x-invalid`), since it never shows the pattern."""
     wordless = [at for at, node in _patterned(SPEC) if not node.get("x-invalid")]
     assert wordless == []
+
+
+# ── The explanation walks only what jsonschema-rs refuses ─────────────────────────────────────
+# jsonschema walks into an array item only when jsonschema-rs refuses it (proxy/validation.py's
+# _items). The answer must be the one jsonschema gives walking everything, for the spec's own
+# shapes and for the keywords that decide by a whole branch (anyOf, oneOf, not, contains).
+
+ITEM = {"type": "object", "additionalProperties": False, "required": ["id"],
+        "properties": {"id": {"type": "string", "pattern": "^[a-z]+$", "x-invalid": "is not a name"},
+                       "tags": {"type": "array", "maxItems": 3, "items": {"type": "string"}}}}
+SHAPES: dict[str, tuple[dict[str, Any], list[Any]]] = {
+    "items of refs": ({"type": "array", "minItems": 1, "maxItems": 50,
+                       "items": {"$ref": "#/components/schemas/Item"}},
+                      [[{"id": "ab"}] * 30 + [{"id": "A1"}], [{"id": "x", "tags": ["a", 1]}] * 40,
+                       [], [{"id": "ok"}, {"nope": 1}, {"id": "ok", "tags": ["a"] * 4}], "x"]),
+    "anyOf of arrays": ({"anyOf": [{"type": "array", "items": {"type": "string"}},
+                                   {"type": "array", "items": {"type": "integer"}}]},
+                        [["a", "b", 1], [1, 2, "c"], ["a"], 7]),
+    "oneOf of arrays": ({"oneOf": [{"type": "array", "items": {"type": "string", "maxLength": 2}},
+                                   {"type": "array", "items": {"type": "string", "minLength": 2}}]},
+                        [["ab", "cd"], ["a", "abc"], ["ab"]]),
+    "not and contains": ({"type": "object", "properties": {
+                              "n": {"not": {"type": "array", "items": {"type": "integer"}}},
+                              "c": {"type": "array", "contains": {"const": 5},
+                                    "items": {"type": "integer"}}}},
+                         [{"n": [1, 2], "c": [1, 2]}, {"n": [1, "x"], "c": [5, "x", 3]}]),
+    "allOf and prefixItems": ({"allOf": [{"type": "array", "prefixItems": [{"type": "string"}],
+                                          "items": {"type": "integer"}},
+                                         {"type": "array", "items": {"not": {"const": 3}}}]},
+                              [["a", 1, 2, 3, "b"], [1, 3], ["a", *range(20)]]),
+    "closed tuple": ({"type": "array", "prefixItems": [{"type": "integer"}], "items": False},
+                     [[1, 2], ["a"], [1]]),
+    "nested arrays": ({"type": "array", "items": {"type": "array", "items": {"type": "integer"},
+                                                  "uniqueItems": True}},
+                      [[[1, 2], [1, 1], [3, "x"]], [[1]] * 20 + [["y"]]]),
+}
+
+
+def _spec(schema: dict[str, Any]) -> dict[str, Any]:
+    operation = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": schema}}}, "responses": {"200": {"description": "ok"}}}
+    return {"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+            "paths": {"/t": {"post": operation}}, "components": {"schemas": {"Item": ITEM}}}
+
+
+def _answer(validator: Any, body: Any) -> list[tuple[str, str]]:
+    from proxy.errors import RequestInvalid
+
+    try:
+        validator.check({"body": body, "path": {}, "query": {}}, True)
+    except RequestInvalid as refused:
+        return [(e.pointer, e.detail) for e in refused.errors]
+    return []
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_walk_skipping_admitted_items_says_what_walking_them_all_says(shape, monkeypatch):
+    from proxy import validation
+
+    schema, bodies = SHAPES[shape]
+    pruned = validation.compile_validators(_spec(schema))[("POST", "/t")]
+    # The same validator with jsonschema's own items keyword: every item walked.
+    monkeypatch.setattr(validation, "_items", lambda _, *args: validation._ITEMS(*args))
+    full = validation.compile_validators(_spec(schema))[("POST", "/t")]
+    for body in bodies:
+        answer = _answer(pruned, body)
+        assert answer == _answer(full, body), body
+        assert answer != [] or validation._admitted(pruned.body.fast, body), body
+
+
+def test_the_walk_is_the_same_for_10000_recipients_as_for_10(monkeypatch):
+    """One wrong phone, last: jsonschema visits the same few values whatever comes before."""
+    from proxy.app import _packaged
+
+    validator = _packaged()[2][("POST", "/v1/messages")]
+    explainer = type(validator.body.full)
+    visited: list[Any] = []
+    descend = explainer.descend
+
+    def counted(self: Any, instance: Any, *args: Any, **kwargs: Any) -> Any:
+        visited.append(instance)
+        return descend(self, instance, *args, **kwargs)
+
+    monkeypatch.setattr(explainer, "descend", counted)
+    walks = {}
+    for count in (10, 10_000):
+        recipients = [{"phone": "0501234567", "external_id": f"e{i}"} for i in range(count)]
+        recipients[-1] = {"phone": "12345"}
+        visited.clear()
+        body = {"sender": "DemoAPI", "text": "hi", "recipients": recipients}
+        assert _answer(validator, body) == [
+            (f"/body/recipients/{count - 1}/phone", "'12345' is not an Israeli mobile number")]
+        walks[count] = len(visited)
+    assert walks[10_000] == walks[10] < 20, walks

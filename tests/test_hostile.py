@@ -9,9 +9,12 @@ by the answer parser).
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import tracemalloc
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import quote
 
@@ -21,8 +24,9 @@ from lxml import etree
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from bench.attacks import filled
 from proxy.app import create_app
-from proxy.errors import MAX_FIELD_ERRORS
+from proxy.errors import MAX_FIELD_ERRORS, MalformedRequest, ProblemError
 from proxy.mapping import Operation
 from proxy.settings import Settings
 from tests.conftest import (
@@ -63,22 +67,63 @@ def test_10001_recipients_are_refused_naming_the_limit_without_checking_each():
     assert recorder.requests == []
 
 
-def test_100000_recipients_are_refused_before_the_body_is_built():
+LIMIT = 8 * 1024 * 1024  # the default body limit
+
+
+SEPARATORS = ("the body holds more than 100,000 commas and opening brackets outside strings; "
+              "no request needs that many")
+OBJECTS = "the body holds more than 20,000 JSON objects; no request needs that many"
+
+
+@pytest.mark.parametrize("body, detail", [
+    (json.dumps(dict(MESSAGE, recipients=[{"phone": "not a phone"}] * 100_000)).encode(),
+     SEPARATORS),
+    (json.dumps(dict(MESSAGE, recipients=[{"phone": "x"}] * 30_000)).encode(), OBJECTS),
+    (filled(LIMIT, b"[]"), SEPARATORS),      # 2.8 million lists: 1.5 s and the collector's walks
+    (filled(LIMIT, b'"ab"'), SEPARATORS),    # 1.7 million strings
+    (filled(LIMIT, b"null"), SEPARATORS),    # 1.7 million slots of one list
+], ids=["100000-recipients", "30000-objects", "empty-arrays", "strings", "nulls"])
+def test_a_body_of_more_values_than_any_request_needs_is_refused_before_it_is_built(body, detail):
     recorder = Recorder(SENT)
-    body = dict(MESSAGE, recipients=[{"phone": "not a phone"}] * 100_000)
     with client_for(recorder) as client:
         tracemalloc.start()
         try:
-            response = client.post("/v1/messages", json=body)
+            response = client.post("/v1/messages", content=body,
+                                   headers={"Content-Type": "application/json"})
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-    problem = assert_problem(response, 413, "payload-too-large")
-    assert problem["detail"] == ("the body holds more than 20,000 JSON objects; no request "
-                                 "needs that many")
+    assert assert_problem(response, 413, "payload-too-large")["detail"] == detail
     assert recorder.requests == []
-    # The parser stopped at the limit: the 100,000 dicts were never made (about 40 MB).
-    assert peak < len(json.dumps(body)) * 4 + 20 * 2**20
+    # The values were never made: 2.8 million empty lists alone are 150 MB.
+    assert peak < len(body) * 4 + 20 * 2**20
+
+
+def test_separators_inside_strings_are_not_counted():
+    """The largest contact list there can be, every field full of commas and brackets: parsed,
+    not refused (its bytes hold 1.3 million separators, its structure 90,002)."""
+    from proxy.body import parse_json
+
+    contact = {"phone": "0501234567", "dynamic_fields": ['a "quoted", [b], {c}, \\, \\"'] * 6}
+    body = {"name": "list", "contacts": [contact] * 10_000}
+    assert parse_json(json.dumps(body).encode(), "application/json") == body
+    unterminated = b'{"text": "' + b"[," * 100_000
+    with pytest.raises(MalformedRequest):
+        parse_json(unterminated, "application/json")
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_garbage_collector_is_as_it_was_after_a_parse(collecting):
+    from proxy.body import parse_json
+
+    (gc.enable if collecting else gc.disable)()
+    try:
+        for raw in (b'{"a": [1, 2]}', b'{"a": ', filled(LIMIT, b"[]")):
+            with pytest.raises(ProblemError) if raw != b'{"a": [1, 2]}' else nullcontext():
+                parse_json(raw, "application/json")
+            assert gc.isenabled() == collecting
+    finally:
+        gc.enable()
 
 
 def test_too_many_bulk_messages_and_too_many_recipients_in_one_are_both_named():
@@ -115,8 +160,8 @@ def test_a_huge_value_of_the_wrong_type_is_not_echoed():
     assert len(response.content) < SMALL_ANSWER
 
 
-def test_200000_unknown_fields_get_a_bounded_list_of_errors():
-    body = dict(MESSAGE, **{f"k{i}": "v" for i in range(200_000)})
+def test_90000_unknown_fields_get_a_bounded_list_of_errors():
+    body = dict(MESSAGE, **{f"k{i}": "v" for i in range(90_000)})  # as many as a body may hold
     with client_for(Recorder(SENT)) as client:
         response = client.post("/v1/messages", json=body)
     problem = assert_problem(response, 422, "invalid-request")
@@ -439,7 +484,7 @@ def test_200000_numbers_are_refused_before_the_body_is_built():
     with client_for(Recorder(SENT)) as client:
         response = client.post("/v1/messages", json=dict(MESSAGE, tag=list(range(200_000))))
     problem = assert_problem(response, 413, "payload-too-large")
-    assert "more than 20,000 JSON numbers" in problem["detail"]
+    assert "more than 100,000 commas and opening brackets" in problem["detail"]
 
 
 def test_a_text_that_would_make_a_backtracking_regex_quadratic_is_judged_in_linear_time():
@@ -468,31 +513,44 @@ def test_a_bulk_cannot_carry_more_recipients_in_all_than_one_send():
 
 
 def test_every_operations_largest_body_is_within_the_parsers_limits():
-    """MAX_OBJECTS refuses nothing the spec admits: the most objects any request can hold."""
-    from proxy.body import MAX_OBJECTS
+    """MAX_OBJECTS and MAX_SEPARATORS refuse nothing the spec admits: the most objects, and the
+    most separators (``{``, ``[`` and ``,``: what proxy/body.py counts), any request can hold."""
+    from proxy.body import MAX_OBJECTS, MAX_SEPARATORS
     from proxy.docs import load_spec
 
     spec = load_spec()
 
-    def most(schema: dict, capped: dict[int, int]) -> int:
-        """Objects in the largest valid value; arrays capped per request count once, apart."""
+    def most(schema: dict, capped: list[Counter[str]]) -> Counter[str]:
+        """Objects and separators in the largest valid value; the arrays capped per request
+        (x-max-items-per-request) count once, apart."""
         schema = deref(spec, schema)
+        found: Counter[str] = Counter()
         if schema.get("type") == "object":
-            return 1 + sum(most(sub, capped) for sub in schema.get("properties", {}).values())
-        if schema.get("type") == "array":
-            if "x-max-items-per-request" in schema:
-                capped[id(schema)] = schema["x-max-items-per-request"] * most(schema["items"],
-                                                                              capped)
-                return 0
-            return schema.get("maxItems", 0) * most(schema["items"], capped)
-        return 0
+            assert schema.get("additionalProperties") is False, schema
+            properties = schema.get("properties", {}).values()
+            found.update(objects=1, separators=max(1, len(properties)))
+            for sub in properties:
+                found += most(sub, capped)
+        elif schema.get("type") == "array":
+            cap = schema.get("x-max-items-per-request")
+            count = cap or schema["maxItems"]
+            each = most(schema["items"], capped)
+            total = Counter({kind: count * n for kind, n in each.items()})
+            total.update(separators=count)
+            if cap is None:
+                found += total
+            else:
+                capped.append(total)
+        return found
 
     largest = {}
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             body = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if body:
-                capped: dict[int, int] = {}
-                largest[(method, path)] = most(body["schema"], capped) + sum(capped.values())
-    assert largest[("post", "/v1/messages/bulk")] == 1 + 1000 + 10_000
-    assert max(largest.values()) <= MAX_OBJECTS
+                capped: list[Counter[str]] = []
+                largest[(method, path)] = most(body["schema"], capped) + sum(capped, Counter())
+    assert largest[("post", "/v1/messages/bulk")]["objects"] == 1 + 1000 + 10_000
+    assert max(found["objects"] for found in largest.values()) <= MAX_OBJECTS
+    assert largest[("post", "/v1/contact-lists")]["separators"] == 2 + 10_000 * (1 + 2 + 6)
+    assert max(found["separators"] for found in largest.values()) <= MAX_SEPARATORS
