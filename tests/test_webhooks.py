@@ -299,15 +299,32 @@ async def test_single_tenant_mode_polls_with_the_held_token(receiver):
     "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://[::1]/",
     "http://[::ffff:10.0.0.1]/", "http://224.0.0.1/", "http://0.0.0.0/", "http://localhost/",
     "ftp://hooks.example.com/", "http://user:pw@hooks.example.com/", "http:///nohost",
-    "https://hooks.example.com:0/"])
+    "https://hooks.example.com:0/",
+    # IPv6 forms that carry an IPv4 address: NAT64 (10.0.0.5), local-use NAT64, 6to4
+    # (169.254.169.254), IPv4-compatible (127.0.0.1), IPv4-translated (10.0.0.5)
+    "http://[64:ff9b::a00:5]/", "http://[64:ff9b:1::808:808]/", "http://[2002:a9fe:a9fe::]/",
+    "http://[::7f00:1]/", "http://[::ffff:0:a00:5]/",
+    # what the resolver reads as 127.0.0.1 or 10.0.0.1 (inet_aton's legacy forms)
+    "http://127.1:9/x", "http://0x7f.1/", "http://2130706433/", "http://012.0.0.1/",
+    "http://127.0.0.1./", "http://app.localhost/",
+    # hosts that are no host names
+    "http://hooks example.com/", "http://8.8.8.8 x/", "http://127%2e0%2e0%2e1/",
+    "http://-bad-.example.com/", "http://[::1%25lo]/"])
 def test_urls_a_webhook_may_not_go_to(url):
     assert check_url(url) is not None
 
 
-def test_urls_a_webhook_may_go_to():
-    assert check_url("https://hooks.example.com/in?x=1") is None
-    assert check_url("http://8.8.8.8:8080/") is None
+@pytest.mark.parametrize("url", [
+    "https://hooks.example.com/in?x=1", "http://8.8.8.8:8080/", "http://[2606:4700::1111]/",
+    "http://[64:ff9b::808:808]/", "http://[2002:808:808::1]/",  # they carry 8.8.8.8
+    "https://b\u00fccher.example/hook", "http://under_score.example.com/", "http://8.8.8.8./"])
+def test_urls_a_webhook_may_go_to(url):
+    assert check_url(url) is None
+
+
+def test_allowed_networks_let_their_addresses_through():
     assert check_url("http://127.0.0.1:9/", allowed_networks("127.0.0.0/8")) is None
+    assert check_url("http://[::7f00:1]:9/", allowed_networks("127.0.0.0/8")) is None
 
 
 class Rebinding(AbstractResolver):
