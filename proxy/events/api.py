@@ -26,11 +26,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy.auth import Credentials
-from proxy.body import parse_json, read_bounded
+from proxy.body import parse_json, read_request
 from proxy.endpoint import answer
 from proxy.errors import (
     FieldError,
-    PayloadTooLarge,
     RequestInvalid,
     WebhookConflict,
     WebhookKeyMissing,
@@ -41,8 +40,8 @@ from proxy.events.deliveries import Deliveries, Delivery, Event, event_id
 from proxy.events.guard import Network, check_url
 from proxy.events.sealing import Sealer
 from proxy.events.signing import new_secret
-from proxy.events.subscriptions import Secret, Subscription, Subscriptions, new_id, owner_of
-from proxy.idempotency import Ledger, Ticket, key_of
+from proxy.events.subscriptions import Secret, Subscription, Subscriptions, new_id
+from proxy.idempotency import Ledger, Ticket, key_of, owner_of
 from proxy.mapping import Table
 from proxy.observability import request_id
 from proxy.problems import ProblemResponse
@@ -147,9 +146,7 @@ def _endpoint(method: str, path: str, handler: Handler,
             "path": dict(request.path_params),
             "query": validator.coerce_query(request.query_params.multi_items())}
         if validator.body is not None:
-            raw = await read_bounded(
-                request.stream(), MAX_BODY, request.headers.get("content-length"),
-                lambda: PayloadTooLarge(f"the body is over the limit of {MAX_BODY} bytes"))
+            raw = await read_request(request, MAX_BODY)
             if raw.strip():
                 document["body"] = parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)

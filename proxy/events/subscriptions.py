@@ -10,7 +10,6 @@ receives the events of its account (the username), whichever credential made it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -22,12 +21,6 @@ PREFIX = "webhooks:sub:"
 OWNERS = "webhooks:owner:"
 MAX_PER_OWNER = 20  # each polls its account: a bound on the upstream calls one client causes
 SCAN_PAGE = 500
-
-
-def owner_of(username: str, principal: str) -> str:
-    def digest(*parts: str) -> str:
-        return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
-    return digest(username, digest(principal))
 
 
 def new_id() -> str:
