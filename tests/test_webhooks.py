@@ -21,7 +21,17 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from proxy.app import create_app
 from proxy.events.guard import Sender, allowed_networks, check_url
 from proxy.events.sealing import Sealer, SealError
+from proxy.events.subscriptions import (
+    ABANDONED_AFTER,
+    MAX_PER_OWNER,
+    Secret,
+    Subscription,
+    Subscriptions,
+    new_id,
+)
 from proxy.settings import Settings
+from proxy.store import StoreUnavailable
+from proxy.store.memory import MemoryStore
 from tests.conftest import serving
 
 KEY = base64.b64encode(bytes(range(32))).decode()
@@ -322,6 +332,17 @@ def test_urls_a_webhook_may_go_to(url):
     assert check_url(url) is None
 
 
+async def test_subscribing_to_a_legacy_numeric_or_an_embedded_address_is_a_422():
+    async with serving(create_app(Settings(**FAST))) as client:  # loopback allowed
+        answers = [await client.post("/v1/webhooks", json={"url": url, "event_types": TYPES})
+                   for url in ("http://10.1:9/x", "http://[64:ff9b::a00:5]/",
+                               "http://[2002:a9fe:a9fe::]/", "http://hooks example.com/")]
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+    assert [(a.status_code, a.json()["errors"][0]["pointer"]) for a in answers] == [
+        (422, "/body/url")] * 4
+    assert listed == []
+
+
 def test_allowed_networks_let_their_addresses_through():
     assert check_url("http://127.0.0.1:9/", allowed_networks("127.0.0.0/8")) is None
     assert check_url("http://[::7f00:1]:9/", allowed_networks("127.0.0.0/8")) is None
@@ -441,3 +462,77 @@ async def test_a_subscription_retried_with_its_key_is_made_once(receiver):
     assert again.json() == first.json()  # the secret too: the client never got it otherwise
     assert other.status_code == 422 and other.json()["type"] == "/problems/idempotency-key-reused"
     assert [sub["id"] for sub in listed] == [first.json()["id"]]
+
+
+# ── Subscriptions: the cap, and what a failing store leaves ────────────────────────────────
+
+
+async def test_the_cap_holds_when_subscriptions_race_and_each_one_made_is_listed(receiver):
+    """60 requests at once on the default store (SQLite: every write a transaction of its
+    own): 20 subscriptions are made, the others refused, and none exists that is not listed."""
+    app = create_app(Settings(**{**FAST, "store": "sqlite"}))
+    async with serving(app) as client:
+        answers = await asyncio.gather(*(client.post("/v1/webhooks", json={
+            "url": f"{receiver.url}?n={i}", "event_types": TYPES}) for i in range(60)))
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+        kept = await app.state.store.scan("webhooks:sub:")
+    made = [a.json()["id"] for a in answers if a.status_code == 201]
+    assert len(made) == MAX_PER_OWNER
+    assert [a.json()["type"] for a in answers if a.status_code != 201] == [
+        "/problems/webhook-conflict"] * (60 - MAX_PER_OWNER)
+    assert sorted(sub["id"] for sub in listed) == sorted(made)
+    assert sorted(key.rpartition(":")[2] for key, _ in kept) == sorted(made)
+
+
+async def test_a_store_failing_between_the_writes_of_a_subscription_leaves_nothing(
+        receiver, monkeypatch):
+    """The second write of a subscription's creation fails: the client gets a 503, no
+    subscription is left to receive events unlisted, and the cap is whole."""
+    app = create_app(Settings(**{**FAST, "store": "sqlite"}))
+    body = {"url": receiver.url, "event_types": TYPES}
+    async with serving(app) as client:
+        await client.get("/v1/webhooks")  # the token checked: the next request only writes
+        store, writes = app.state.store, []
+
+        def failing_second(real: Callable[..., Any]) -> Callable[..., Any]:
+            async def write(key: str, *args: Any, **kwargs: Any) -> Any:
+                writes.append(key)
+                if len(writes) == 2:
+                    raise StoreUnavailable("the disk is full")
+                return await real(key, *args, **kwargs)
+            return write
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store, "write", failing_second(store.write))
+            patched.setattr(store, "write_if", failing_second(store.write_if))
+            refused = await client.post("/v1/webhooks", json=body)
+        left = await store.scan("webhooks:")
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+        later = [(await client.post("/v1/webhooks", json=body)).status_code
+                 for _ in range(MAX_PER_OWNER)]
+    assert len(writes) == 2
+    assert refused.status_code == 503 and refused.json()["type"] == "/problems/webhooks-unavailable"
+    assert left == [] and listed == []
+    assert later == [201] * MAX_PER_OWNER
+
+
+async def test_a_place_no_subscription_came_to_is_taken_over_when_abandoned(monkeypatch):
+    """Both the write and the clean-up failed: the place stays taken until it is abandoned."""
+    subscriptions = Subscriptions(MemoryStore(100))
+
+    def made_at(at: float) -> Subscription:
+        return Subscription(new_id(), "owner", "demo", "https://hooks.example.com/",
+                            ("message.received",), "", at, (Secret("whsec_x"),))
+
+    async def down(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailable("down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(subscriptions.store, "write", down)
+        patched.setattr(subscriptions.store, "erase", down)
+        with pytest.raises(StoreUnavailable):
+            await subscriptions.add(made_at(0.0))
+    soon = [await subscriptions.add(made_at(60.0)) for _ in range(MAX_PER_OWNER)]
+    assert soon == [True] * (MAX_PER_OWNER - 1) + [False]
+    assert await subscriptions.add(made_at(ABANDONED_AFTER + 1))
+    assert len(await subscriptions.of_owner("owner")) == MAX_PER_OWNER

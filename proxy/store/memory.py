@@ -98,14 +98,17 @@ class MemoryStore:
     async def read(self, key: str) -> bytes | None:
         return self._record(key)
 
-    async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         self.records[key] = (value, None if ttl is None else self.clock() + ttl)
+
+    async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        self._set(key, value, ttl)
 
     async def write_if(self, key: str, value: bytes, expect: bytes | None, *,
                        ttl: float | None = None) -> bool:
         if self._record(key) != expect:
             return False
-        await self.write(key, value, ttl=ttl)
+        self._set(key, value, ttl)
         return True
 
     async def erase(self, key: str, *, only: bytes | None = None) -> bool:
