@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractResolver
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from proxy.app import create_app
+from proxy.events.deliveries import TESTS_PER_HOUR, Event, event_id
 from proxy.events.guard import Sender, allowed_networks, check_url
 from proxy.events.sealing import Sealer, SealError
 from proxy.events.subscriptions import (
@@ -536,3 +537,43 @@ async def test_a_place_no_subscription_came_to_is_taken_over_when_abandoned(monk
     assert soon == [True] * (MAX_PER_OWNER - 1) + [False]
     assert await subscriptions.add(made_at(ABANDONED_AFTER + 1))
     assert len(await subscriptions.of_owner("owner")) == MAX_PER_OWNER
+
+
+# ── What one tenant may make the store keep ────────────────────────────────────────────────
+
+
+async def test_test_events_are_20_an_hour_per_webhook(receiver):
+    async with serving(create_app(Settings(**FAST))) as client:
+        created = await subscribe(client, receiver)
+        answers = [await client.post(f"/v1/webhooks/{created['id']}/test")
+                   for _ in range(TESTS_PER_HOUR + 1)]
+        other = await subscribe(client, receiver)
+        elsewhere = await client.post(f"/v1/webhooks/{other['id']}/test")
+        listed = (await client.get(f"/v1/webhooks/{created['id']}/deliveries")).json()["data"]
+    assert [a.status_code for a in answers] == [202] * TESTS_PER_HOUR + [409]
+    assert answers[-1].json()["type"] == "/problems/webhook-conflict"
+    assert "test events" in answers[-1].json()["detail"]
+    assert elsewhere.status_code == 202  # each webhook has its own
+    assert len(listed) == TESTS_PER_HOUR
+
+
+async def test_deliveries_are_listed_newest_first_a_page_at_a_time(receiver):
+    app = create_app(Settings(**FAST))
+    async with serving(app) as client:
+        created = await subscribe(client, receiver)
+        hub = app.state.webhooks
+        sub = await hub.subscriptions.get(created["id"])
+        for i in range(150):  # one a second, oldest first
+            await hub.deliveries.offer(sub, Event(event_id("listing", i), "message.received",
+                                                  "", {"n": i}, "demo"), 1_000_000.0 + i)
+        url = f"/v1/webhooks/{created['id']}/deliveries"
+        first = await client.get(url)
+        second = await client.get(first.headers["link"].split(">")[0][1:])
+        again = await client.get(url, params={"cursor": first.json()["next_cursor"]})
+        forged = await client.get(url, params={"cursor": "AaKQ2Jx1YbW9AbWe8QG0iA"})
+    ids = [event_id("listing", i) for i in reversed(range(150))]
+    assert [d["id"] for d in first.json()["data"]] == ids[:100]
+    assert [d["id"] for d in second.json()["data"]] == ids[100:]
+    assert "next_cursor" not in second.json() and "link" not in second.headers
+    assert again.json() == second.json()
+    assert forged.status_code == 400 and forged.json()["type"] == "/problems/invalid-cursor"

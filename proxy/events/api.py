@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,13 +30,14 @@ from proxy.body import parse_json, read_request
 from proxy.endpoint import answer
 from proxy.errors import (
     FieldError,
+    InvalidCursor,
     RequestInvalid,
     WebhookConflict,
     WebhookKeyMissing,
     WebhookNotFound,
     WebhooksUnavailable,
 )
-from proxy.events.deliveries import Deliveries, Delivery, Event, event_id
+from proxy.events.deliveries import TESTS_PER_HOUR, Deliveries, Delivery, Event, event_id
 from proxy.events.guard import Network, check_url
 from proxy.events.sealing import Sealer
 from proxy.events.signing import new_secret
@@ -45,7 +46,7 @@ from proxy.idempotency import Ledger, Ticket, key_of, owner_of
 from proxy.mapping import Table
 from proxy.observability import request_id
 from proxy.problems import ProblemResponse
-from proxy.store import StoreError
+from proxy.store import StoreError, StoreFull
 from proxy.translate import build_envelope
 from proxy.types import JSON
 from proxy.validation import OperationValidator
@@ -275,6 +276,11 @@ async def _test(request: Request, creds: Credentials, document: dict[str, JSON])
     now = hub.clock()
     event = Event(event_id(sub.id, TEST_EVENT, new_id()), TEST_EVENT, moment(now) or "",
                   {"webhook_id": sub.id}, sub.account)
+    try:
+        await hub.deliveries.count_test(sub.id, event.id)
+    except StoreFull as exc:
+        raise WebhookConflict(f"the webhook {sub.id} had its {TESTS_PER_HOUR} test events of "
+                              f"the last hour ({exc}): try again later") from exc
     await hub.deliveries.offer(sub, event, now)
     delivery = await hub.deliveries.get(sub.id, event.id)
     if delivery is None:
@@ -285,8 +291,19 @@ async def _test(request: Request, creds: Credentials, document: dict[str, JSON])
 async def _deliveries(request: Request, creds: Credentials, document: dict[str, JSON]
                       ) -> Response:
     sub = await _mine(request, creds, document)
-    found = await _hub(request).deliveries.of_webhook(sub.id, LISTED)
-    return JSONResponse({"data": [delivery_view(d) for d in found]})
+    query = document["query"]
+    cursor = query.get("cursor") if isinstance(query, dict) else None
+    try:
+        found, after = await _hub(request).deliveries.of_webhook(
+            sub.id, LISTED, None if cursor is None else str(cursor))
+    except ValueError as exc:
+        raise InvalidCursor("the cursor is not one of this webhook's listing") from exc
+    body: dict[str, JSON] = {"data": [delivery_view(d) for d in found]}
+    headers = {}
+    if after is not None:
+        body["next_cursor"] = after
+        headers["Link"] = f'<{request.url.path}?{urlencode({"cursor": after})}>; rel="next"'
+    return JSONResponse(body, headers=headers)
 
 
 async def _retry(request: Request, creds: Credentials, document: dict[str, JSON]) -> Response:
