@@ -10,6 +10,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -30,10 +31,12 @@ from proxy.events.subscriptions import (
     Subscriptions,
     new_id,
 )
+from proxy.sandbox import FixedClock, Sandbox
+from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings
 from proxy.store import StoreUnavailable
 from proxy.store.memory import MemoryStore
-from tests.conftest import serving
+from tests.conftest import NOW, serving
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 TYPES = ["message.delivery_reported", "message.received", "recipient.opted_out"]
@@ -253,7 +256,7 @@ async def test_rows_read_again_make_no_new_events(receiver):
         await until(lambda: len(receiver.events("message.delivery_reported")) == 5, "5 reports")
         store = app.state.store
         for key, _ in await store.scan("webhooks:position:"):
-            await store.write(key, b'{"at": 0}')  # from the start of the upstream's year
+            await store.write(key, b'{"at": 0}')  # lost: read again from the subscription's start
         await asyncio.sleep(1.0)  # a few cycles of the poller read everything again
     assert len(receiver.events("message.delivery_reported")) == 5
 
@@ -577,3 +580,32 @@ async def test_deliveries_are_listed_newest_first_a_page_at_a_time(receiver):
     assert "next_cursor" not in second.json() and "link" not in second.headers
     assert again.json() == second.json()
     assert forged.status_code == 400 and forged.json()["type"] == "/problems/invalid-cursor"
+
+
+# ── Where a subscription's events begin ────────────────────────────────────────────────────
+
+
+async def test_a_new_subscription_gets_no_event_from_before_it_was_made(receiver):
+    """A reply comes while nobody is subscribed; five minutes later a subscription is made: it
+    gets the replies that come after it, not that one, although the pollers kept the position
+    of an earlier subscription from before the reply."""
+    clock = FixedClock(NOW)
+    sandbox = Sandbox(clock=clock, seed=1)
+    app = create_app(Settings(**{**FAST, "sandbox": False}), clock=clock.now,
+                     transport=httpx.ASGITransport(app=create_sandbox(sandbox)))
+    async with serving(app) as client:
+        first = await subscribe(client, receiver, ["message.received"])
+
+        async def read_once() -> Any:
+            return await app.state.store.scan("webhooks:position:")
+
+        await until(read_once, "the incoming messages read once")
+        await client.delete(f"/v1/webhooks/{first['id']}")
+        sandbox.receive("+972501112233", "sent while nobody was subscribed")
+        sandbox.advance(timedelta(minutes=5))
+        await subscribe(client, receiver, ["message.received"])
+        sandbox.receive("+972501112233", "sent after subscribing")
+        await until(lambda: receiver.events("message.received"), "the reply after subscribing")
+        await asyncio.sleep(0.5)  # cycles of the poller: anything else would have come by now
+    assert [e["data"]["text"] for e in receiver.events("message.received")] == [
+        "sent after subscribing"]
