@@ -488,6 +488,25 @@ async def test_the_cap_holds_when_subscriptions_race_and_each_one_made_is_listed
     assert sorted(key.rpartition(":")[2] for key, _ in kept) == sorted(made)
 
 
+async def test_a_409_keeps_no_answer_for_its_key_and_the_same_key_succeeds_later(receiver):
+    """README, Failure semantics: a webhook-conflict did nothing, so a retry with the same
+    Idempotency-Key runs again, and succeeds once a subscription is deleted."""
+    key = {"Idempotency-Key": "the-21st"}
+    body = {"url": receiver.url, "event_types": TYPES}
+    async with serving(create_app(Settings(**FAST))) as client:
+        made = [await subscribe(client, receiver) for _ in range(MAX_PER_OWNER)]
+        refused = await client.post("/v1/webhooks", json=body, headers=key)
+        again = await client.post("/v1/webhooks", json=body, headers=key)
+        await client.delete(f"/v1/webhooks/{made[0]['id']}")
+        through = await client.post("/v1/webhooks", json=body, headers=key)
+        replayed = await client.post("/v1/webhooks", json=body, headers=key)
+    assert refused.json()["type"] == again.json()["type"] == "/problems/webhook-conflict"
+    assert "idempotent-replayed" not in again.headers
+    assert through.status_code == 201
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == through.json()
+
+
 async def test_a_store_failing_between_the_writes_of_a_subscription_leaves_nothing(
         receiver, monkeypatch):
     """The second write of a subscription's creation fails: the client gets a 503, no
