@@ -598,7 +598,7 @@ async def test_deliveries_are_listed_newest_first_a_page_at_a_time(receiver):
     assert [d["id"] for d in second.json()["data"]] == ids[100:]
     assert "next_cursor" not in second.json() and "link" not in second.headers
     assert again.json() == second.json()
-    assert forged.status_code == 400 and forged.json()["type"] == "/problems/invalid-cursor"
+    assert forged.status_code == 422 and forged.json()["errors"][0]["pointer"] == "/query/cursor"
 
 
 # ── Where a subscription's events begin ────────────────────────────────────────────────────
