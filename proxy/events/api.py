@@ -51,7 +51,7 @@ from proxy.types import JSON
 from proxy.validation import OperationValidator
 
 TEST_EVENT = "webhook.test"  # the proxy's own event type: POST .../test
-LISTED = 100  # deliveries a listing shows, newest first
+PAGE = 100  # deliveries a page of the listing shows, newest first
 MAX_BODY = 64 * 1024
 VERIFIED_FOR = 60.0  # seconds a token the upstream accepted is taken as good without asking
 VERIFIED_MAX = 10_000  # credentials remembered so
@@ -293,7 +293,7 @@ async def _deliveries(request: Request, creds: Credentials, document: dict[str, 
     query = document["query"]
     cursor = query.get("cursor") if isinstance(query, dict) else None
     found, after = await _hub(request).deliveries.of_webhook(
-        sub.id, LISTED, None if cursor is None else str(cursor))
+        sub.id, PAGE, None if cursor is None else str(cursor))
     body: dict[str, JSON] = {"data": [delivery_view(d) for d in found]}
     headers = {}
     if after is not None:
