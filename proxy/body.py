@@ -1,8 +1,7 @@
 """Bodies read no further than a limit: the client's request and the upstream's answer.
 
-    raw = await read_request(request, 1_048_576)    # a client's body, or 413
-    raw = await read_bounded(answer.aiter_bytes(), limit, answer.headers.get("content-length"),
-                             lambda: UpstreamBadAnswer("the answer is too large"))
+    raw = await read_bounded(request.stream(), 1_048_576, request.headers.get("content-length"),
+                             lambda: PayloadTooLarge("the body is over 1048576 bytes"))
 
 A declared length over the limit is refused before a byte is read; a body without one (chunked)
 is refused as soon as it passes the limit, so a 100 MB body never sits in memory.
@@ -18,13 +17,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterable, Callable
-from typing import TYPE_CHECKING
 
 from proxy.errors import MalformedRequest, PayloadTooLarge, ProblemError, UnsupportedMediaType
 from proxy.types import JSON
-
-if TYPE_CHECKING:
-    from starlette.requests import Request
 
 
 async def read_bounded(chunks: AsyncIterable[bytes], limit: int, declared: str | None,
@@ -38,13 +33,6 @@ async def read_bounded(chunks: AsyncIterable[bytes], limit: int, declared: str |
         if len(data) > limit:
             raise refuse()
     return bytes(data)
-
-
-async def read_request(request: Request, limit: int) -> bytes:
-    """A client's request body, or 413 ``PayloadTooLarge`` once it is known to pass ``limit``."""
-    return await read_bounded(
-        request.stream(), limit, request.headers.get("content-length"),
-        lambda: PayloadTooLarge(f"the body is over the limit of {limit} bytes"))
 
 
 MAX_OBJECTS = 20_000  # tests/test_hostile.py checks every operation's largest body holds fewer

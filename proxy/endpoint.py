@@ -26,10 +26,11 @@ from starlette.types import Scope
 
 from proxy import feeds
 from proxy.auth import Authenticate, Credentials
-from proxy.body import parse_json, read_request
+from proxy.body import parse_json, read_bounded
 from proxy.emit import Envelope, compile_envelope
 from proxy.errors import (
     FieldError,
+    PayloadTooLarge,
     RequestInvalid,
     UpstreamBadAnswer,
     UpstreamRefused,
@@ -58,6 +59,12 @@ INCOMPLETE_HEADER = "X-SMSLeads-Incomplete"  # a feed's minutes the upstream's c
 MAX_LINK = 8000
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    return await read_bounded(
+        request.stream(), limit, request.headers.get("content-length"),
+        lambda: PayloadTooLarge(f"the body is over the limit of {limit} bytes"))
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -80,7 +87,7 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             "path": dict(request.path_params),
             "query": validator.coerce_query(request.query_params.multi_items()),
         }
-        raw = await read_request(request, settings.max_body_bytes) if validator.body else b""
+        raw = await _read_body(request, settings.max_body_bytes) if validator.body else b""
         if raw.strip():
             document["body"] = parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)

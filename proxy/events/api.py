@@ -26,10 +26,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy.auth import Credentials
-from proxy.body import parse_json, read_request
+from proxy.body import parse_json, read_bounded
 from proxy.endpoint import answer
 from proxy.errors import (
     FieldError,
+    PayloadTooLarge,
     RequestInvalid,
     WebhookConflict,
     WebhookKeyMissing,
@@ -146,7 +147,9 @@ def _endpoint(method: str, path: str, handler: Handler,
             "path": dict(request.path_params),
             "query": validator.coerce_query(request.query_params.multi_items())}
         if validator.body is not None:
-            raw = await read_request(request, MAX_BODY)
+            raw = await read_bounded(
+                request.stream(), MAX_BODY, request.headers.get("content-length"),
+                lambda: PayloadTooLarge(f"the body is over the limit of {MAX_BODY} bytes"))
             if raw.strip():
                 document["body"] = parse_json(raw, request.headers.get("content-type", ""))
         validator.check(document, has_body="body" in document)
