@@ -180,6 +180,11 @@ class WebhookNotFound(ClientError):
 
 
 class WebhookConflict(ClientError):
+    """The subscriptions' state refuses it now (disabled, 20 held, the hour's test events
+    spent). Nothing was done, so its Idempotency-Key is freed, not kept with the 409: the same
+    request with the same key goes through once the state changes (README, Failure
+    semantics)."""
+
     status, slug, title = 409, "webhook-conflict", "The webhook subscription cannot do that now"
 
 

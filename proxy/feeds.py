@@ -77,7 +77,8 @@ class Page:
 # ── Rows ────────────────────────────────────────────────────────────────────────────────────
 
 
-def _date(feed: Feed, row: Row) -> int:
+def row_minute(feed: Feed, row: Row) -> int:
+    """The minute a row is dated (its ``order``), or UpstreamBadAnswer."""
     value = resolve(row, feed.order)
     try:
         return minute_of(datetime.fromisoformat(str(value)))
@@ -85,25 +86,16 @@ def _date(feed: Feed, row: Row) -> int:
         raise UpstreamBadAnswer("the upstream sent a row without a readable date") from exc
 
 
-def _hash(feed: Feed, row: Row) -> int:
-    identity = [None if (v := resolve(row, p)) is MISSING else v for p in feed.identity]
-    text = json.dumps(identity, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-
-
-def row_minute(feed: Feed, row: Row) -> int:
-    """The minute a row is dated (its ``order``), or UpstreamBadAnswer."""
-    return _date(feed, row)
-
-
 def identity(feed: Feed, row: Row) -> int:
     """A hash of what tells the row apart from others (its ``identity``)."""
-    return _hash(feed, row)
+    values = [None if (v := resolve(row, p)) is MISSING else v for p in feed.identity]
+    text = json.dumps(values, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 def digest(feed: Feed, rows: Iterable[Row], start: int = 0) -> int:
     """A hash of the rows' identities as a multiset: order-free, and equal rows count twice."""
-    return (start + sum(_hash(feed, row) for row in rows)) % 2**64
+    return (start + sum(identity(feed, row) for row in rows)) % 2**64
 
 
 # ── Reading ─────────────────────────────────────────────────────────────────────────────────
@@ -132,7 +124,7 @@ class _Reader:
     async def part(self, start: int, stop: int, batch: Batch) -> _Read:
         fetched = await self.fetch(start, stop, batch)
         # A row dated before `start` (the repeated hour of autumn) belongs to `start`.
-        rows = sorted(((max(_date(self.feed, row), start), row) for row in fetched),
+        rows = sorted(((max(row_minute(self.feed, row), start), row) for row in fetched),
                       key=lambda row: row[0])
         if len(fetched) < self.cap:
             return _Read([row for row in rows if row[0] <= stop], stop)

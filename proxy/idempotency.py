@@ -104,6 +104,13 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+def owner_of(username: str, principal: str) -> str:
+    """Whose a key (or a webhook subscription, proxy/events/) is: a hash of the username and
+    of the credential's principal (auth.Credentials.principal), never the principal itself.
+    Usernames and principals hold no NUL: "\0" joins unambiguously."""
+    return _digest(username, _digest(principal))
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """One keyed request: where its record lives, whose it is and what it asked for."""
@@ -115,8 +122,8 @@ class Ticket:
     @classmethod
     def of(cls, username: str, principal: str, key: str, request: JSON) -> Ticket:
         """``principal``: who presented the request (auth.Credentials.principal); only its
-        hash is used. Usernames, principals and keys hold no NUL: "\0" joins unambiguously."""
-        owner = _digest(username, _digest(principal))
+        hash is used (:func:`owner_of`). Keys hold no NUL either."""
+        owner = owner_of(username, principal)
         return cls(PREFIX + _digest(owner, key), owner, _digest(_canonical(request)))
 
 
@@ -283,4 +290,4 @@ def _done(ticket: Ticket, response: Response) -> Record:
                   body=bytes(response.body).decode("utf-8"))
 
 
-__all__ = ["HEADER", "REPLAYED", "Ledger", "Record", "Ticket", "key_of"]
+__all__ = ["HEADER", "REPLAYED", "Ledger", "Record", "Ticket", "key_of", "owner_of"]

@@ -10,6 +10,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,10 +20,23 @@ from aiohttp.abc import AbstractResolver
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from proxy.app import create_app
+from proxy.events.deliveries import TESTS_PER_HOUR, Event, event_id
 from proxy.events.guard import Sender, allowed_networks, check_url
 from proxy.events.sealing import Sealer, SealError
+from proxy.events.subscriptions import (
+    ABANDONED_AFTER,
+    MAX_PER_OWNER,
+    Secret,
+    Subscription,
+    Subscriptions,
+    new_id,
+)
+from proxy.sandbox import FixedClock, Sandbox
+from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings
-from tests.conftest import serving
+from proxy.store import StoreUnavailable
+from proxy.store.memory import MemoryStore
+from tests.conftest import NOW, serving
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 TYPES = ["message.delivery_reported", "message.received", "recipient.opted_out"]
@@ -242,7 +256,7 @@ async def test_rows_read_again_make_no_new_events(receiver):
         await until(lambda: len(receiver.events("message.delivery_reported")) == 5, "5 reports")
         store = app.state.store
         for key, _ in await store.scan("webhooks:position:"):
-            await store.write(key, b'{"at": 0}')  # from the start of the upstream's year
+            await store.write(key, b'{"at": 0}')  # lost: read again from the subscription's start
         await asyncio.sleep(1.0)  # a few cycles of the poller read everything again
     assert len(receiver.events("message.delivery_reported")) == 5
 
@@ -299,15 +313,43 @@ async def test_single_tenant_mode_polls_with_the_held_token(receiver):
     "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://[::1]/",
     "http://[::ffff:10.0.0.1]/", "http://224.0.0.1/", "http://0.0.0.0/", "http://localhost/",
     "ftp://hooks.example.com/", "http://user:pw@hooks.example.com/", "http:///nohost",
-    "https://hooks.example.com:0/"])
+    "https://hooks.example.com:0/",
+    # IPv6 forms that carry an IPv4 address: NAT64 (10.0.0.5), local-use NAT64, 6to4
+    # (169.254.169.254), IPv4-compatible (127.0.0.1), IPv4-translated (10.0.0.5)
+    "http://[64:ff9b::a00:5]/", "http://[64:ff9b:1::808:808]/", "http://[2002:a9fe:a9fe::]/",
+    "http://[::7f00:1]/", "http://[::ffff:0:a00:5]/",
+    # what the resolver reads as 127.0.0.1 or 10.0.0.1 (inet_aton's legacy forms)
+    "http://127.1:9/x", "http://0x7f.1/", "http://2130706433/", "http://012.0.0.1/",
+    "http://127.0.0.1./", "http://app.localhost/",
+    # hosts that are no host names
+    "http://hooks example.com/", "http://8.8.8.8 x/", "http://127%2e0%2e0%2e1/",
+    "http://-bad-.example.com/", "http://[::1%25lo]/"])
 def test_urls_a_webhook_may_not_go_to(url):
     assert check_url(url) is not None
 
 
-def test_urls_a_webhook_may_go_to():
-    assert check_url("https://hooks.example.com/in?x=1") is None
-    assert check_url("http://8.8.8.8:8080/") is None
+@pytest.mark.parametrize("url", [
+    "https://hooks.example.com/in?x=1", "http://8.8.8.8:8080/", "http://[2606:4700::1111]/",
+    "http://[64:ff9b::808:808]/", "http://[2002:808:808::1]/",  # they carry 8.8.8.8
+    "https://b\u00fccher.example/hook", "http://under_score.example.com/", "http://8.8.8.8./"])
+def test_urls_a_webhook_may_go_to(url):
+    assert check_url(url) is None
+
+
+async def test_subscribing_to_a_legacy_numeric_or_an_embedded_address_is_a_422():
+    async with serving(create_app(Settings(**FAST))) as client:  # loopback allowed
+        answers = [await client.post("/v1/webhooks", json={"url": url, "event_types": TYPES})
+                   for url in ("http://10.1:9/x", "http://[64:ff9b::a00:5]/",
+                               "http://[2002:a9fe:a9fe::]/", "http://hooks example.com/")]
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+    assert [(a.status_code, a.json()["errors"][0]["pointer"]) for a in answers] == [
+        (422, "/body/url")] * 4
+    assert listed == []
+
+
+def test_allowed_networks_let_their_addresses_through():
     assert check_url("http://127.0.0.1:9/", allowed_networks("127.0.0.0/8")) is None
+    assert check_url("http://[::7f00:1]:9/", allowed_networks("127.0.0.0/8")) is None
 
 
 class Rebinding(AbstractResolver):
@@ -424,3 +466,165 @@ async def test_a_subscription_retried_with_its_key_is_made_once(receiver):
     assert again.json() == first.json()  # the secret too: the client never got it otherwise
     assert other.status_code == 422 and other.json()["type"] == "/problems/idempotency-key-reused"
     assert [sub["id"] for sub in listed] == [first.json()["id"]]
+
+
+# ── Subscriptions: the cap, and what a failing store leaves ────────────────────────────────
+
+
+async def test_the_cap_holds_when_subscriptions_race_and_each_one_made_is_listed(receiver):
+    """60 requests at once on the default store (SQLite: every write a transaction of its
+    own): 20 subscriptions are made, the others refused, and none exists that is not listed."""
+    app = create_app(Settings(**{**FAST, "store": "sqlite"}))
+    async with serving(app) as client:
+        answers = await asyncio.gather(*(client.post("/v1/webhooks", json={
+            "url": f"{receiver.url}?n={i}", "event_types": TYPES}) for i in range(60)))
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+        kept = await app.state.store.scan("webhooks:sub:")
+    made = [a.json()["id"] for a in answers if a.status_code == 201]
+    assert len(made) == MAX_PER_OWNER
+    assert [a.json()["type"] for a in answers if a.status_code != 201] == [
+        "/problems/webhook-conflict"] * (60 - MAX_PER_OWNER)
+    assert sorted(sub["id"] for sub in listed) == sorted(made)
+    assert sorted(key.rpartition(":")[2] for key, _ in kept) == sorted(made)
+
+
+async def test_a_409_keeps_no_answer_for_its_key_and_the_same_key_succeeds_later(receiver):
+    """README, Failure semantics: a webhook-conflict did nothing, so a retry with the same
+    Idempotency-Key runs again, and succeeds once a subscription is deleted."""
+    key = {"Idempotency-Key": "the-21st"}
+    body = {"url": receiver.url, "event_types": TYPES}
+    async with serving(create_app(Settings(**FAST))) as client:
+        made = [await subscribe(client, receiver) for _ in range(MAX_PER_OWNER)]
+        refused = await client.post("/v1/webhooks", json=body, headers=key)
+        again = await client.post("/v1/webhooks", json=body, headers=key)
+        await client.delete(f"/v1/webhooks/{made[0]['id']}")
+        through = await client.post("/v1/webhooks", json=body, headers=key)
+        replayed = await client.post("/v1/webhooks", json=body, headers=key)
+    assert refused.json()["type"] == again.json()["type"] == "/problems/webhook-conflict"
+    assert "idempotent-replayed" not in again.headers
+    assert through.status_code == 201
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == through.json()
+
+
+async def test_a_store_failing_between_the_writes_of_a_subscription_leaves_nothing(
+        receiver, monkeypatch):
+    """The second write of a subscription's creation fails: the client gets a 503, no
+    subscription is left to receive events unlisted, and the cap is whole."""
+    app = create_app(Settings(**{**FAST, "store": "sqlite"}))
+    body = {"url": receiver.url, "event_types": TYPES}
+    async with serving(app) as client:
+        await client.get("/v1/webhooks")  # the token checked: the next request only writes
+        store, writes = app.state.store, []
+
+        def failing_second(real: Callable[..., Any]) -> Callable[..., Any]:
+            async def write(key: str, *args: Any, **kwargs: Any) -> Any:
+                writes.append(key)
+                if len(writes) == 2:
+                    raise StoreUnavailable("the disk is full")
+                return await real(key, *args, **kwargs)
+            return write
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store, "write", failing_second(store.write))
+            patched.setattr(store, "write_if", failing_second(store.write_if))
+            refused = await client.post("/v1/webhooks", json=body)
+        left = await store.scan("webhooks:")
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+        later = [(await client.post("/v1/webhooks", json=body)).status_code
+                 for _ in range(MAX_PER_OWNER)]
+    assert len(writes) == 2
+    assert refused.status_code == 503 and refused.json()["type"] == "/problems/webhooks-unavailable"
+    assert left == [] and listed == []
+    assert later == [201] * MAX_PER_OWNER
+
+
+async def test_a_place_no_subscription_came_to_is_taken_over_when_abandoned(monkeypatch):
+    """Both the write and the clean-up failed: the place stays taken until it is abandoned."""
+    subscriptions = Subscriptions(MemoryStore(100))
+
+    def made_at(at: float) -> Subscription:
+        return Subscription(new_id(), "owner", "demo", "https://hooks.example.com/",
+                            ("message.received",), "", at, (Secret("whsec_x"),))
+
+    async def down(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailable("down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(subscriptions.store, "write", down)
+        patched.setattr(subscriptions.store, "erase", down)
+        with pytest.raises(StoreUnavailable):
+            await subscriptions.add(made_at(0.0))
+    soon = [await subscriptions.add(made_at(60.0)) for _ in range(MAX_PER_OWNER)]
+    assert soon == [True] * (MAX_PER_OWNER - 1) + [False]
+    assert await subscriptions.add(made_at(ABANDONED_AFTER + 1))
+    assert len(await subscriptions.of_owner("owner")) == MAX_PER_OWNER
+
+
+# ── What one tenant may make the store keep ────────────────────────────────────────────────
+
+
+async def test_test_events_are_20_an_hour_per_webhook(receiver):
+    async with serving(create_app(Settings(**FAST))) as client:
+        created = await subscribe(client, receiver)
+        answers = [await client.post(f"/v1/webhooks/{created['id']}/test")
+                   for _ in range(TESTS_PER_HOUR + 1)]
+        other = await subscribe(client, receiver)
+        elsewhere = await client.post(f"/v1/webhooks/{other['id']}/test")
+        listed = (await client.get(f"/v1/webhooks/{created['id']}/deliveries")).json()["data"]
+    assert [a.status_code for a in answers] == [202] * TESTS_PER_HOUR + [409]
+    assert answers[-1].json()["type"] == "/problems/webhook-conflict"
+    assert "test events" in answers[-1].json()["detail"]
+    assert elsewhere.status_code == 202  # each webhook has its own
+    assert len(listed) == TESTS_PER_HOUR
+
+
+async def test_deliveries_are_listed_newest_first_a_page_at_a_time(receiver):
+    app = create_app(Settings(**FAST))
+    async with serving(app) as client:
+        created = await subscribe(client, receiver)
+        hub = app.state.webhooks
+        sub = await hub.subscriptions.get(created["id"])
+        for i in range(150):  # one a second, oldest first
+            await hub.deliveries.offer(sub, Event(event_id("listing", i), "message.received",
+                                                  "", {"n": i}, "demo"), 1_000_000.0 + i)
+        url = f"/v1/webhooks/{created['id']}/deliveries"
+        first = await client.get(url)
+        second = await client.get(first.headers["link"].split(">")[0][1:])
+        again = await client.get(url, params={"cursor": first.json()["next_cursor"]})
+        forged = await client.get(url, params={"cursor": "AaKQ2Jx1YbW9AbWe8QG0iA"})
+    ids = [event_id("listing", i) for i in reversed(range(150))]
+    assert [d["id"] for d in first.json()["data"]] == ids[:100]
+    assert [d["id"] for d in second.json()["data"]] == ids[100:]
+    assert "next_cursor" not in second.json() and "link" not in second.headers
+    assert again.json() == second.json()
+    assert forged.status_code == 422 and forged.json()["errors"][0]["pointer"] == "/query/cursor"
+
+
+# ── Where a subscription's events begin ────────────────────────────────────────────────────
+
+
+async def test_a_new_subscription_gets_no_event_from_before_it_was_made(receiver):
+    """A reply comes while nobody is subscribed; five minutes later a subscription is made: it
+    gets the replies that come after it, not that one, although the pollers kept the position
+    of an earlier subscription from before the reply."""
+    clock = FixedClock(NOW)
+    sandbox = Sandbox(clock=clock, seed=1)
+    app = create_app(Settings(**{**FAST, "sandbox": False}), clock=clock.now,
+                     transport=httpx.ASGITransport(app=create_sandbox(sandbox)))
+    async with serving(app) as client:
+        first = await subscribe(client, receiver, ["message.received"])
+
+        async def read_once() -> Any:
+            return await app.state.store.scan("webhooks:position:")
+
+        await until(read_once, "the incoming messages read once")
+        await client.delete(f"/v1/webhooks/{first['id']}")
+        sandbox.receive("+972501112233", "sent while nobody was subscribed")
+        sandbox.advance(timedelta(minutes=5))
+        await subscribe(client, receiver, ["message.received"])
+        sandbox.receive("+972501112233", "sent after subscribing")
+        await until(lambda: receiver.events("message.received"), "the reply after subscribing")
+        await asyncio.sleep(0.5)  # cycles of the poller: anything else would have come by now
+    assert [e["data"]["text"] for e in receiver.events("message.received")] == [
+        "sent after subscribing"]

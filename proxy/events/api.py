@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,22 +36,22 @@ from proxy.errors import (
     WebhookNotFound,
     WebhooksUnavailable,
 )
-from proxy.events.deliveries import Deliveries, Delivery, Event, event_id
+from proxy.events.deliveries import TESTS_PER_HOUR, Deliveries, Delivery, Event, event_id
 from proxy.events.guard import Network, check_url
 from proxy.events.sealing import Sealer
 from proxy.events.signing import new_secret
-from proxy.events.subscriptions import Secret, Subscription, Subscriptions, new_id, owner_of
-from proxy.idempotency import Ledger, Ticket, key_of
+from proxy.events.subscriptions import Secret, Subscription, Subscriptions, new_id
+from proxy.idempotency import Ledger, Ticket, key_of, owner_of
 from proxy.mapping import Table
 from proxy.observability import request_id
 from proxy.problems import ProblemResponse
-from proxy.store import StoreError
+from proxy.store import StoreError, StoreFull
 from proxy.translate import build_envelope
 from proxy.types import JSON
 from proxy.validation import OperationValidator
 
 TEST_EVENT = "webhook.test"  # the proxy's own event type: POST .../test
-LISTED = 100  # deliveries a listing shows, newest first
+PAGE = 100  # deliveries a page of the listing shows, newest first
 MAX_BODY = 64 * 1024
 VERIFIED_FOR = 60.0  # seconds a token the upstream accepted is taken as good without asking
 VERIFIED_MAX = 10_000  # credentials remembered so
@@ -275,6 +275,11 @@ async def _test(request: Request, creds: Credentials, document: dict[str, JSON])
     now = hub.clock()
     event = Event(event_id(sub.id, TEST_EVENT, new_id()), TEST_EVENT, moment(now) or "",
                   {"webhook_id": sub.id}, sub.account)
+    try:
+        await hub.deliveries.count_test(sub.id, event.id)
+    except StoreFull as exc:
+        raise WebhookConflict(f"the webhook {sub.id} had its {TESTS_PER_HOUR} test events of "
+                              f"the last hour ({exc}): try again later") from exc
     await hub.deliveries.offer(sub, event, now)
     delivery = await hub.deliveries.get(sub.id, event.id)
     if delivery is None:
@@ -285,8 +290,16 @@ async def _test(request: Request, creds: Credentials, document: dict[str, JSON])
 async def _deliveries(request: Request, creds: Credentials, document: dict[str, JSON]
                       ) -> Response:
     sub = await _mine(request, creds, document)
-    found = await _hub(request).deliveries.of_webhook(sub.id, LISTED)
-    return JSONResponse({"data": [delivery_view(d) for d in found]})
+    query = document["query"]
+    cursor = query.get("cursor") if isinstance(query, dict) else None
+    found, after = await _hub(request).deliveries.of_webhook(
+        sub.id, PAGE, None if cursor is None else str(cursor))
+    body: dict[str, JSON] = {"data": [delivery_view(d) for d in found]}
+    headers = {}
+    if after is not None:
+        body["next_cursor"] = after
+        headers["Link"] = f'<{request.url.path}?{urlencode({"cursor": after})}>; rel="next"'
+    return JSONResponse(body, headers=headers)
 
 
 async def _retry(request: Request, creds: Credentials, document: dict[str, JSON]) -> Response:

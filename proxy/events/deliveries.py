@@ -2,7 +2,12 @@
 
     webhooks:seen:<event id>                 the event was handed to every subscription
     webhooks:delivery:<webhook id>:<event>   one delivery: the body to send, every attempt
+    webhooks:listed:<webhook id>:<order>_<event>   the webhook's deliveries, newest first
     queue "webhooks", item "<webhook id>/<event id>"   due when its next attempt is
+    entries "webhooks:test:<webhook id>:<event>", one group per webhook: its test events
+
+A listing reads the newest page of a webhook's deliveries in the order of their keys (``order``:
+the thirteen digits of 10^13 - 1 less the creation in milliseconds), never every delivery.
 
 An event's id is made from what it is (its account, its type, the row's identity and how many
 equal rows came before it in its minute), never from when it was seen: a row read again, after
@@ -27,7 +32,12 @@ from proxy.types import JSON
 QUEUE = "webhooks"
 SEEN = "webhooks:seen:"
 DELIVERY = "webhooks:delivery:"
+LISTED = "webhooks:listed:"
+TESTS = "webhooks:test:"
 KEPT_ATTEMPTS = 20  # attempts a delivery record lists (the latest)
+TESTS_PER_HOUR = 20  # test events a webhook may have in any hour: they cost the store a record
+HOUR = 3600.0
+_NEWEST = 10**13  # milliseconds (the year 2286): the order of a listing, newest first
 
 
 def event_id(*parts: str | int) -> str:
@@ -81,6 +91,11 @@ class Delivery:
     def item(self) -> str:
         return f"{self.webhook}/{self.event}"
 
+    @property
+    def place(self) -> str:
+        """Where it is in its webhook's listing (a cursor names the place a page ends)."""
+        return f"{_NEWEST - 1 - int(self.created_at * 1000):013d}_{self.event}"
+
     def dump(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -121,24 +136,44 @@ class Deliveries:
         made = await self.store.write_if(delivery.key, delivery.dump(), None,
                                          ttl=self.retention)
         held = delivery if made else await self.get(sub.id, event.id)
+        if held is not None:  # listed (again, if a crash came between)
+            await self._list(held)
         if held is not None and held.status == "pending" and not held.tries:
             await self.store.schedule(QUEUE, delivery.item, 0)  # again if a crash came between
             self.wake()
         return int(made)
 
+    async def _list(self, delivery: Delivery) -> None:
+        # Twice the record's time: a record is kept for the retention from its last change,
+        # which the retries push back (a listing skips, and forgets, what outlived its record).
+        await self.store.write(f"{LISTED}{delivery.webhook}:{delivery.place}", b"",
+                               ttl=2 * self.retention)
+
+    async def count_test(self, webhook: str, event: str) -> None:
+        """One more test event of the webhook; StoreFull when it had TESTS_PER_HOUR in the
+        last hour (each is an entry for an hour, in the webhook's group capped at that)."""
+        await self.store.add(f"{TESTS}{webhook}:{event}", b"", HOUR,
+                             group=f"{TESTS}{webhook}", group_cap=TESTS_PER_HOUR)
+
     async def get(self, webhook: str, event: str) -> Delivery | None:
         data = await self.store.read(f"{DELIVERY}{webhook}:{event}")
         return None if data is None else Delivery.load(data)
 
-    async def of_webhook(self, webhook: str, limit: int) -> list[Delivery]:
-        """The latest ``limit`` deliveries, newest first."""
+    async def of_webhook(self, webhook: str, limit: int, after: str | None = None
+                         ) -> tuple[list[Delivery], str | None]:
+        """Up to ``limit`` deliveries, newest first, from after the place ``after`` (a cursor,
+        openapi.yaml's DeliveryCursor), and the place the page ends if more come after it."""
+        prefix = f"{LISTED}{webhook}:"
+        listed = await self.store.scan(prefix, after=prefix + (after or ""), limit=limit + 1)
         found: list[Delivery] = []
-        after, prefix = "", f"{DELIVERY}{webhook}:"
-        while page := await self.store.scan(prefix, after=after, limit=500):
-            found += [Delivery.load(value) for _, value in page]
-            after = page[-1][0]
-        found.sort(key=lambda d: (d.created_at, d.event), reverse=True)
-        return found[:limit]
+        for key, _ in listed[:limit]:
+            delivery = await self.get(webhook, key[len(prefix):].partition("_")[2])
+            if delivery is None:
+                await self.store.erase(key)
+            else:
+                found.append(delivery)
+        more = len(listed) > limit
+        return found, listed[limit - 1][0][len(prefix):] if more else None
 
     async def change(self, delivery: Delivery,
                      edit: Callable[[Delivery], Delivery]) -> Delivery | None:
@@ -158,6 +193,7 @@ class Deliveries:
             d, status="pending", reason=None, next_at=now,
             last_try=max(d.last_try, d.tries + 1) if d.status == "pending" else d.tries + 1))
         if changed is not None:
+            await self._list(changed)  # kept longer now: listed as long
             await self.store.schedule(QUEUE, changed.item, 0)
             self.wake()
         return changed

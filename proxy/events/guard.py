@@ -12,16 +12,22 @@ to connect to, after DNS (``socket_factory``): a name that resolved to a public 
 the subscription was made and to 10.0.0.5 or 169.254.169.254 now (DNS rebinding) is refused
 before a packet leaves. Not public: loopback, private (RFC 1918, unique local), link-local
 (the cloud metadata address 169.254.169.254 and fd00:ec2::254 among them), shared (CGNAT,
-RFC 6598), multicast, reserved and unspecified addresses; an IPv4-mapped IPv6 address is
-judged as the IPv4 address it carries. The settings may allow networks (the tests allow
-loopback). Redirects are not followed, the environment's proxies are not used (a proxy would
-connect on our behalf, out of the guard's sight), and a receiver's answer is read no further
-than ``read`` bytes.
+RFC 6598), multicast, reserved and unspecified addresses. An IPv6 address that carries an
+IPv4 address (IPv4-mapped, NAT64's 64:ff9b::/96, 6to4's 2002::/16, IPv4-compatible ::/96,
+IPv4-translated ::ffff:0:0:0/96) reaches that IPv4 address through a translator or a tunnel,
+and is judged as it; the local-use NAT64 prefix 64:ff9b:1::/48 is not public. A host that is
+neither an IP address nor a valid host name (letters, digits, hyphens; IDNA for the others) is
+refused, and one that the system's resolver reads as an IPv4 address in a legacy form
+(``127.1``, ``0x7f.1``, ``2130706433``, ``010.0.0.1``: inet_aton's forms) is judged as that
+address. The settings may allow networks (the tests allow loopback). Redirects are not
+followed, the environment's proxies are not used (a proxy would connect on our behalf, out of
+the guard's sight), and a receiver's answer is read no further than ``read`` bytes.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -36,7 +42,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URL = 2048
 REFUSED = "refused: the address is not public"
-LOCAL_NAMES = ("localhost", "localhost.", "localhost.localdomain")
+LOCAL_NAMES = ("localhost", "localhost.localdomain")  # and *.localhost (RFC 6761 §6.3)
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")  # underscores: names DNS holds in practice
+# IPv6 prefixes whose last 32 bits are an IPv4 address the packet ends up at: NAT64's
+# well-known prefix (RFC 6052), IPv4-translated (RFC 6145), IPv4-compatible (RFC 4291 §2.5.5.1).
+_CARRYING = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96"))
+_NOT_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"),)  # local-use NAT64 (RFC 8215)
 
 
 def allowed_networks(text: str | None) -> tuple[Network, ...]:
@@ -47,13 +58,54 @@ def allowed_networks(text: str | None) -> tuple[Network, ...]:
                  for part in text.split(",") if part.strip())
 
 
+def carried(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (and reaches), if it carries one."""
+    if address.ipv4_mapped is not None or address.sixtofour is not None:
+        return address.ipv4_mapped or address.sixtofour
+    if any(address in network for network in _CARRYING):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def public(address: IPAddress, allowed: tuple[Network, ...] = ()) -> bool:
     """True for an address a webhook may reach."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     if any(address in network for network in allowed):
         return True
+    if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _NOT_PUBLIC):
+            return False
+        inner = carried(address)
+        if inner is not None:
+            return public(inner, allowed)
     return address.is_global and not address.is_multicast
+
+
+def _valid_name(host: str) -> bool:
+    """A host name DNS may hold: dot-separated labels of letters, digits, hyphens (and
+    underscores), 253 characters at most; an internationalised one in its IDNA form."""
+    try:
+        name = host.encode("idna").decode("ascii").lower().removesuffix(".")
+    except UnicodeError:
+        return False
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _address(host: str) -> IPAddress | None:
+    """The address a valid host names: an IP address, a legacy IPv4 form the resolver reads
+    as one (inet_aton: 127.1, 0x7f.1, 2130706433, 010.0.0.1 in octal), a local name; None for
+    another host name. ValueError for a host that is none of these."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        if not _valid_name(host):
+            raise
+    name = host.removesuffix(".")
+    if name in LOCAL_NAMES or name.endswith(".localhost"):
+        return ipaddress.IPv4Address("127.0.0.1")
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(name))
+    except OSError:
+        return None
 
 
 def check_url(url: str, allowed: tuple[Network, ...] = ()) -> str | None:
@@ -73,9 +125,9 @@ def check_url(url: str, allowed: tuple[Network, ...] = ()) -> str | None:
         return "has port 0"
     host = parts.hostname
     try:
-        address: IPAddress | None = ipaddress.ip_address(host)
+        address = _address(host)
     except ValueError:
-        address = ipaddress.ip_address("127.0.0.1") if host.lower() in LOCAL_NAMES else None
+        return "has a host that is neither an IP address nor a valid host name"
     if address is not None and not public(address, allowed):
         return f"names {host}, an address that is not public ({REFUSED})"
     return None

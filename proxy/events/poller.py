@@ -10,8 +10,11 @@ A feed is read through proxy/feeds.py, from the minute before the one where the 
 ended (rows the upstream dates late by a minute are not missed) to now; its position is kept
 in the store after every page, so a restart, here or in another process, resumes there. Rows
 read again make events with the ids they had (deliveries.py), which reach each subscription
-once. A number watched ``below`` a threshold makes an event when it crosses under it, once per
-crossing (the crossings are counted in the store).
+once. A subscription gets no row dated before the minute before it was made: the reading
+starts no earlier than that for the oldest subscription (a position kept from subscriptions
+since deleted is not a reason to read, and send, the months in between), and a row goes only
+to the subscriptions made in time for it. A number watched ``below`` a threshold makes an
+event when it crosses under it, once per crossing (the crossings are counted in the store).
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ Token = Callable[[Subscription], str | None]
 
 def _account_key(account: str) -> str:
     return feeds.fingerprint("account", {"username": account}).hex()
+
+
+def _first_minute(sub: Subscription) -> int:
+    """The first minute whose rows the subscription gets: the one before it was made (a row
+    the upstream dates late by a minute, as LOOKBACK)."""
+    return feeds.minute_of(datetime.fromtimestamp(sub.created_at, UTC)) - LOOKBACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +186,10 @@ class Poller:
         where = f"webhooks:position:{watch.key}"
         held = await self.store.read(where)
         at = end if held is None else json.loads(held)["at"]
-        position: feeds.Position | None = feeds.Position(end, max(min(at, end) - LOOKBACK, 0))
+        first = min(_first_minute(sub) for sub in subscriptions
+                    if any(kind.name in sub.types for kind in watch.types))
+        position: feeds.Position | None = feeds.Position(
+            end, max(min(at, end) - LOOKBACK, first, 0))
         document: dict[str, JSON] = {"auth": {"username": watch.account}, "path": {},
                                      "query": {}}
         fetch = endpoint.fetcher(op, feed, window, self._validator(op), self.upstream(),
@@ -208,6 +220,9 @@ class Poller:
                        occurrence: int, subscriptions: list[Subscription], now: float) -> None:
         feed = watch.source.feed
         moment = resolve(row, feed.order) if feed is not None else None
+        subscriptions = [sub for sub in subscriptions if _first_minute(sub) <= minute]
+        if not subscriptions:
+            return
         for kind in watch.types:
             event = Event(event_id(watch.account, kind.name, minute, identity, occurrence),
                           kind.name, str(moment), row, watch.account)

@@ -1,33 +1,36 @@
 """Webhook subscriptions, kept in the store (records that never expire).
 
-    webhooks:sub:<id>               the subscription (JSON)
-    webhooks:owner:<owner>:<id>     an index: the subscriptions of one credential
+    webhooks:sub:<id>               the subscription (JSON): what the pollers and dispatchers read
+    webhooks:slot:<owner>:<nn>      one of the owner's 20 places: the id that holds it, and when
 
 A subscription belongs to the credential that made it (its owner: a hash of the username and
 of the token, or of the proxy API key in single-tenant mode, as for Idempotency-Keys), and
 receives the events of its account (the username), whichever credential made it.
+
+The store has no transaction over two records, so the order of the writes keeps the promises.
+A subscription takes a free place first, by a conditional write (of two requests racing for a
+place, one gets it: the cap holds however many come at once), then its record is written; a
+failure in between erases both, and the client gets a 503. Deleting erases the record first
+(no more events), then the place. Every subscription is thus in a place of its owner: listed,
+and deletable. A place whose subscription never came (both writes and the clean-up failed) is
+taken over when it is :data:`ABANDONED_AFTER` seconds old.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-from proxy.store import Store
+from proxy.store import Store, StoreError
 
 PREFIX = "webhooks:sub:"
-OWNERS = "webhooks:owner:"
+SLOTS = "webhooks:slot:"
 MAX_PER_OWNER = 20  # each polls its account: a bound on the upstream calls one client causes
+ABANDONED_AFTER = 3600.0  # seconds: far longer than a creation's two writes may take
 SCAN_PAGE = 500
-
-
-def owner_of(username: str, principal: str) -> str:
-    def digest(*parts: str) -> str:
-        return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
-    return digest(username, digest(principal))
 
 
 def new_id() -> str:
@@ -82,18 +85,60 @@ class Subscription:
                                                      disabled_reason=reason)
 
 
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One of an owner's places, and the subscription that holds it (since ``at``)."""
+
+    key: str
+    sub_id: str
+    at: float
+
+    def dump(self) -> bytes:
+        return json.dumps({"id": self.sub_id, "at": self.at}).encode()
+
+    @classmethod
+    def load(cls, key: str, data: bytes) -> Slot:
+        fields = json.loads(data)
+        return cls(key, str(fields["id"]), float(fields["at"]))
+
+
 class Subscriptions:
     def __init__(self, store: Store) -> None:
         self.store = store
 
     async def add(self, sub: Subscription) -> bool:
-        """False when the owner already has as many as it may."""
-        held = await self.store.scan(f"{OWNERS}{sub.owner}:", limit=MAX_PER_OWNER)
-        if len(held) >= MAX_PER_OWNER:
+        """False when the owner already has as many as it may; StoreError (and nothing kept)
+        when the store fails."""
+        slot = await self._take_slot(sub)
+        if slot is None:
             return False
-        await self.store.write(PREFIX + sub.id, sub.dump())
-        await self.store.write(f"{OWNERS}{sub.owner}:{sub.id}", b"")
+        try:
+            await self.store.write(PREFIX + sub.id, sub.dump())
+        except StoreError:
+            with contextlib.suppress(StoreError):  # else the place is taken over in time
+                await self.store.erase(PREFIX + sub.id)  # a write that failed may have landed
+                await self.store.erase(slot.key, only=slot.dump())
+            raise
         return True
+
+    async def _slots(self, owner: str) -> list[Slot]:
+        return [Slot.load(key, value) for key, value in
+                await self.store.scan(f"{SLOTS}{owner}:", limit=MAX_PER_OWNER)]
+
+    async def _take_slot(self, sub: Subscription) -> Slot | None:
+        held = {slot.key: slot for slot in await self._slots(sub.owner)}
+        for n in range(MAX_PER_OWNER):
+            mine = Slot(f"{SLOTS}{sub.owner}:{n:02d}", sub.id, sub.created_at)
+            old = held.get(mine.key)
+            if old is not None and not await self._abandoned(old, sub.created_at):
+                continue
+            if await self.store.write_if(mine.key, mine.dump(),
+                                         None if old is None else old.dump()):
+                return mine
+        return None
+
+    async def _abandoned(self, slot: Slot, now: float) -> bool:
+        return slot.at + ABANDONED_AFTER < now and await self.get(slot.sub_id) is None
 
     async def get(self, sub_id: str) -> Subscription | None:
         data = await self.store.read(PREFIX + sub_id)
@@ -105,9 +150,9 @@ class Subscriptions:
 
     async def of_owner(self, owner: str) -> list[Subscription]:
         found = []
-        for key, _ in await self.store.scan(f"{OWNERS}{owner}:", limit=MAX_PER_OWNER):
-            sub = await self.get(key.rpartition(":")[2])
-            if sub is not None:
+        for slot in await self._slots(owner):
+            sub = await self.get(slot.sub_id)
+            if sub is not None and sub.owner == owner:
                 found.append(sub)
         return sorted(found, key=lambda s: (s.created_at, s.id))
 
@@ -120,8 +165,10 @@ class Subscriptions:
         return found
 
     async def remove(self, sub: Subscription) -> None:
-        await self.store.erase(f"{OWNERS}{sub.owner}:{sub.id}")
         await self.store.erase(PREFIX + sub.id)
+        for slot in await self._slots(sub.owner):
+            if slot.sub_id == sub.id:
+                await self.store.erase(slot.key, only=slot.dump())
 
     async def change(self, sub_id: str,
                      edit: Callable[[Subscription], Subscription]) -> Subscription | None:

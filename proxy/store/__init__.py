@@ -21,7 +21,9 @@ Beside the entries, two more kinds of state, kept apart from them (no group, no 
 
 - **records**: bytes under string keys that may never expire, written unconditionally or only
   if they still hold what the caller read (``write_if``), and listed in key order by a prefix
-  (``scan``);
+  (``scan``); a record that expired is gone for good as the next writes come (no engine keeps
+  it, nor its name in an index), so records written once and never read again cost nothing
+  past their time;
 - **queues**: named sets of items (strings), each due at a time; ``take`` hands out the items
   due now and hides each for a lease, so two processes never take one item at once, and an
   item whose taker died is due again when its lease ends (at least once).

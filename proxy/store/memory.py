@@ -26,6 +26,7 @@ class MemoryStore:
         self.groups: Counter[str] = Counter()
         self._expiry: list[tuple[float, str]] = []  # a heap; stale items are skipped
         self.records: dict[str, tuple[bytes, float | None]] = {}  # value, expiry
+        self._record_expiry: list[tuple[float, str]] = []  # a heap, as _expiry
         self.queues: dict[str, dict[str, float]] = {}  # queue -> item -> due
 
     def _purge(self) -> None:
@@ -98,14 +99,25 @@ class MemoryStore:
     async def read(self, key: str) -> bytes | None:
         return self._record(key)
 
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Write the record, and forget those that expired (nothing else would read them)."""
+        now = self.clock()
+        while self._record_expiry and self._record_expiry[0][0] <= now:
+            ended, gone = heapq.heappop(self._record_expiry)
+            if self.records.get(gone, (b"", None))[1] == ended:
+                del self.records[gone]
+        self.records[key] = (value, None if ttl is None else now + ttl)
+        if ttl is not None:
+            heapq.heappush(self._record_expiry, (now + ttl, key))
+
     async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self.records[key] = (value, None if ttl is None else self.clock() + ttl)
+        self._set(key, value, ttl)
 
     async def write_if(self, key: str, value: bytes, expect: bytes | None, *,
                        ttl: float | None = None) -> bool:
         if self._record(key) != expect:
             return False
-        await self.write(key, value, ttl=ttl)
+        self._set(key, value, ttl)
         return True
 
     async def erase(self, key: str, *, only: bytes | None = None) -> bool:
@@ -141,6 +153,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         self.records.clear()
+        self._record_expiry.clear()
         self.queues.clear()
         self.entries.clear()
         self.groups.clear()

@@ -91,39 +91,56 @@ return 1
 
 # ── Records and queues (webhooks, issue 13) ─────────────────────────────────────────────────
 # A record is a plain string key (with PX when it expires); a sorted set, all scores 0, lists
-# every record key, so a prefix is a lexical range (entries of expired records are dropped as
-# a scan meets them). A queue is a sorted set of items by due time, in the server's clock.
-
-# KEYS: record, index; ARGV: value, ttl ms (0: none), mode (0 any, 1 absent, 2 holds), expected.
-_WRITE = """
-local held = redis.call('GET', KEYS[1])
-if ARGV[3] == '1' and held then return 0 end
-if ARGV[3] == '2' and held ~= ARGV[4] then return 0 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('ZADD', KEYS[2], 0, KEYS[1])
-return 1
-"""
-
-# KEYS: record, index; ARGV: mode (0 any, 1 holds), expected. Returns 1 erased, 0 not.
-_ERASE = """
-local held = redis.call('GET', KEYS[1])
-if not held then
-  redis.call('ZREM', KEYS[2], KEYS[1])
-  return 0
-end
-if ARGV[1] == '1' and held ~= ARGV[2] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], KEYS[1])
-return 1
-"""
+# every record key, so a prefix is a lexical range. Redis forgets an expired key by itself, not
+# its name in the index: a second sorted set holds the names of the records that expire, by
+# expiry, and each write first drops up to PURGE_BATCH names of expired records from both (so
+# the index holds the live records, and a few that expired since the last writes: a scan skips
+# those). A queue is a sorted set of items by due time, in the server's clock.
 
 _NOW = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+"""
+
+PURGE_BATCH = 100  # names of expired records each write drops from the index
+
+# KEYS: index, expiries; ARGV[#ARGV]: how many to drop.
+_PURGE = _NOW + """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[#ARGV]))
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('ZREM', KEYS[2], unpack(gone))
+end
+"""
+
+# KEYS: index, expiries, record; ARGV: value, ttl ms (0: none), mode (0 any, 1 absent,
+# 2 holds), expected, purge batch.
+_WRITE = _PURGE + """
+local held = redis.call('GET', KEYS[3])
+if ARGV[3] == '1' and held then return 0 end
+if ARGV[3] == '2' and held ~= ARGV[4] then return 0 end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ttl)
+  redis.call('ZADD', KEYS[2], now + ttl, KEYS[3])
+else
+  redis.call('SET', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[2], KEYS[3])
+end
+redis.call('ZADD', KEYS[1], 0, KEYS[3])
+return 1
+"""
+
+# KEYS: index, expiries, record; ARGV: mode (0 any, 1 holds), expected, purge batch.
+# Returns 1 erased, 0 not.
+_ERASE = _PURGE + """
+local held = redis.call('GET', KEYS[3])
+if held and ARGV[1] == '1' and held ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[1], KEYS[3])
+redis.call('ZREM', KEYS[2], KEYS[3])
+if held then return 1 end
+return 0
 """
 
 # KEYS: queue; ARGV: item, delay ms.
@@ -271,8 +288,9 @@ class RedisStore:
         return f"{self.prefix}record:{key}"
 
     @property
-    def _records(self) -> str:
-        return f"{self.prefix}records"
+    def _records(self) -> list[str]:
+        """The index of record names, and the names of those that expire by expiry."""
+        return [f"{self.prefix}records", f"{self.prefix}records:expiries"]
 
     def _queue(self, name: str) -> str:
         return f"{self.prefix}queue:{name}"
@@ -287,8 +305,8 @@ class RedisStore:
                        expect: bytes) -> bool:
         await self._ready()
         with self._calling():
-            answer = await self._write(keys=[self._record(key), self._records],
-                                       args=[value, _ms(ttl), mode, expect])
+            answer = await self._write(keys=[*self._records, self._record(key)],
+                                       args=[value, _ms(ttl), mode, expect, PURGE_BATCH])
         return bool(answer == 1)
 
     async def write(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
@@ -301,8 +319,9 @@ class RedisStore:
     async def erase(self, key: str, *, only: bytes | None = None) -> bool:
         await self._ready()
         with self._calling():
-            answer = await self._erase(keys=[self._record(key), self._records],
-                                       args=[0 if only is None else 1, only or b""])
+            answer = await self._erase(keys=[*self._records, self._record(key)],
+                                       args=[0 if only is None else 1, only or b"",
+                                             PURGE_BATCH])
         return bool(answer == 1)
 
     async def scan(self, prefix: str, *, after: str = "", limit: int = 100
@@ -313,16 +332,13 @@ class RedisStore:
         low = f"({start}" if after >= prefix else f"[{start}"
         high = f"({self._record(prefix_end(prefix))}"
         cut = len(self._record(""))
+        index = self._records[0]
         with self._calling():
             while len(found) < limit:
-                names = await self.client.zrangebylex(self._records, low, high, 0,
-                                                      limit - len(found))
+                names = await self.client.zrangebylex(index, low, high, 0, limit - len(found))
                 if not names:
                     break
                 values = await self.client.mget(names)
-                gone = [name for name, value in zip(names, values, strict=True) if value is None]
-                if gone:
-                    await self.client.zrem(self._records, *gone)
                 found += [(_bytes(name).decode()[cut:], _bytes(value))
                           for name, value in zip(names, values, strict=True) if value is not None]
                 low = "(" + _bytes(names[-1]).decode()
