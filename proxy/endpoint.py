@@ -8,7 +8,8 @@ An operation the table computes (``compute:``) stops at the envelope: its comput
 upstream call through this same pipeline, for what only the upstream knows.
 
 An operation whose method is not safe (RFC 9110 §9.2.1) changes state: it honours an
-Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
+Idempotency-Key (proxy/idempotency.py), is never retried by the proxy itself, and passes the
+spend guard (proxy/guard.py) on its way upstream, after the ledger: a replay is not counted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from proxy.errors import (
     UpstreamBadAnswer,
     UpstreamRefused,
 )
+from proxy.guard import Guard
 from proxy.idempotency import Ledger, Ticket, key_of
 from proxy.mapping import Feed, MappingError, Operation, Paging, Table, Window
 from proxy.observability import request_id
@@ -103,8 +105,10 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             if op.compute is not None:  # it reads the envelope as a tree, never sent
                 ask = functools.partial(_ask, operations, upstream, creds)
                 return _respond(op, await op.compute.run(build_envelope(op, document), ask))
-            return await _perform(op, validator, upstream, envelope, document, creds,
-                                  safe=not changes_state)
+            if changes_state:
+                return await _guarded(op, validator, request.app.state.guard, upstream,
+                                      envelope, document, creds, operations)
+            return await _perform(op, validator, upstream, envelope, document, creds, safe=True)
 
         if key is None:
             return await perform()
@@ -158,6 +162,20 @@ async def _perform(op: Operation, validator: OperationValidator, upstream: Upstr
     """The upstream call and its answer as the client's response."""
     return _respond(op, await _answer(op, validator, upstream, envelope, document, creds,
                                       safe=safe))
+
+
+async def _guarded(op: Operation, validator: OperationValidator, guard: Guard,
+                   upstream: Upstream, envelope: Envelope, document: dict[str, JSON],
+                   creds: Credentials, operations: Operations) -> Response:
+    """A change, past the spend guard: its rate, and for a send (``spends:``) its recipients
+    and credit budgets, counted as its preview counts them."""
+    await guard.admit(creds, sends=op.spends is not None)
+    if op.spends is None:
+        return await _perform(op, validator, upstream, envelope, document, creds, safe=False)
+    ask = functools.partial(_ask, operations, upstream, creds)
+    spend = await guard.count(op.spends, envelope.body, ask)
+    async with guard.spending(creds, spend):
+        return await _perform(op, validator, upstream, envelope, document, creds, safe=False)
 
 
 def _respond(op: Operation, body: JSON | None) -> Response:

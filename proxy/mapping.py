@@ -9,7 +9,7 @@ with a :class:`MappingError` naming the file and the path inside it::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -27,7 +27,7 @@ SUCCESS_STATUSES = {200, 201, 202, 204}
 # (tests/test_table_language.py holds all three to each other).
 TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging"})
 OPERATION_KEYS = frozenset({"http", "command", "success", "request", "response", "location",
-                            "not_found", "window", "feed", "compute"})
+                            "not_found", "window", "feed", "compute", "spends"})
 ELEMENT_KEYS = frozenset({"from", "default", "each", "convert", "attributes", "children"})
 FIELD_KEYS = frozenset({"from", "echo", "convert", "each", "where", "group_by", "fields"})
 WINDOW_KEYS = frozenset({"from", "to", "max_days", "max_age_days", "default_days", "max_rows"})
@@ -123,6 +123,9 @@ class Operation:
     window: Window | None = None
     feed: Feed | None = None
     compute: Computation | None = None  # answered here from the envelope, which is not sent
+    # What sending this operation's envelope spends, counted by another operation's
+    # computation (``spends:``): the spend guard's count of a send (proxy/guard.py).
+    spends: Computation | None = None
 
     @property
     def command_names(self) -> tuple[str, ...]:
@@ -409,6 +412,29 @@ def _check_asks(reader: _Reader, operations: tuple[Operation, ...]) -> None:
                     f"asks {asked!r}, which is no GET operation of the table")
 
 
+def _resolve_spends(reader: _Reader, operations: tuple[Operation, ...]
+                    ) -> tuple[Operation, ...]:
+    """``spends: <operationId>``: an operation whose computation counts sends, of the same
+    command and request, so that it counts exactly the envelope this operation sends."""
+    by_id = {op.operation_id: op for op in operations}
+    resolved = []
+    for op in operations:
+        named = reader.child(op.operation_id).text("spends")
+        if named is not None:
+            counter = by_id.get(named)
+            at = reader.child(op.operation_id).child("spends")
+            if counter is None or counter.compute is None or counter.compute.spend is None:
+                raise at.fail(f"{named!r} is no operation whose computation counts a send")
+            same = ("command", "request")  # as written: the same words make the same envelope
+            if any(reader.child(named).data.get(key) != reader.child(op.operation_id).data.get(key)
+                   for key in same):
+                raise at.fail(f"{named!r} does not make the envelope this operation sends "
+                              "(another command or request)")
+            op = replace(op, spends=counter.compute)
+        resolved.append(op)
+    return tuple(resolved)
+
+
 def _read_yaml(name: str) -> Any:
     return yaml.safe_load(resources.files("proxy").joinpath(name).read_text("utf-8"))
 
@@ -458,6 +484,7 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
             raise ops_reader.child(op.operation_id).fail(f"same http as {seen[key]}")
         seen[key] = op.operation_id
     _check_asks(ops_reader, operations)
+    operations = _resolve_spends(ops_reader, operations)
     unclosed: tuple[str, ...] = ()
     if "answers" in data:
         answers = top.child("answers")

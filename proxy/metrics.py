@@ -59,6 +59,11 @@ class Metrics:
         self.upstream_duration = Histogram(
             "smsleads_proxy_upstream_duration_seconds", "Time the SMS Leads API took to answer",
             ["command"], buckets=BUCKETS, registry=self.registry)
+        # The spend guard (proxy/guard.py): its policy's name, or `unavailable`.
+        self.guard_refusals = Counter(
+            "smsleads_proxy_guard_refusals",
+            "Requests the spend guard refused, by the policy they would have crossed",
+            ["reason"], registry=self.registry)
 
     def exposition(self) -> bytes:
         if not multiprocess():

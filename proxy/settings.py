@@ -101,6 +101,26 @@ def default_state_dir() -> str:
     return str(Path(base) / "smsleads-proxy")
 
 
+# ── The spend guard (proxy/guard.py) ──────────────────────────────────────────────────────
+
+
+def rate(text: str) -> int | None:
+    """A rate limit: a positive integer, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    return _positive_int(text)
+
+
+def budget(text: str) -> int | None:
+    """A credit budget: an integer from 0 (nothing may be spent), or ``none`` for no budget."""
+    if text.strip().lower() == "none":
+        return None
+    return _count(text)
+
+
+# ─────────────────────────────────────────────────────────────────────────────────────────
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -144,6 +164,13 @@ class Settings:
     read_retries: int = 2
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
+    # The spend guard (proxy/guard.py), per credential; None: no limit. An honest client
+    # meets neither rate: 50 sends a second, and 60,000 recipients a minute is six of the
+    # largest sends the proxy takes (10,000 recipients).
+    requests_per_second: int | None = 50
+    recipients_per_minute: int | None = 60_000
+    daily_credits: int | None = None
+    hourly_credits: int | None = None
 
     @property
     def store_kind(self) -> str:
@@ -238,6 +265,19 @@ OPTIONS: tuple[Option, ...] = (
            "upstream failures in a row that open the circuit breaker (503 at once)"),
     Option("breaker_cooldown", "SMSLEADS_BREAKER_COOLDOWN", _positive_float,
            "seconds the breaker stays open before one probe call"),
+    # The spend guard (proxy/guard.py); single-tenant keys may have their own (README).
+    Option("requests_per_second", "SMSLEADS_REQUESTS_PER_SECOND", rate,
+           "requests that change state (sends, cancels, list changes) each credential may make "
+           "per second; beyond, 429 with `Retry-After`; `none`: no limit"),
+    Option("recipients_per_minute", "SMSLEADS_RECIPIENTS_PER_MINUTE", rate,
+           "recipients each credential may send to per minute, counted as the price preview "
+           "counts them; beyond, 429 with `Retry-After`; `none`: no limit"),
+    Option("daily_credits", "SMSLEADS_DAILY_CREDITS", budget,
+           "credits each credential may spend a day (from midnight, Israel time); a send that "
+           "would cross it gets 429 and is not sent; unset or `none`: no budget"),
+    Option("hourly_credits", "SMSLEADS_HOURLY_CREDITS", budget,
+           "credits each credential may spend an hour (from the top of the hour), as "
+           "`--daily-credits`"),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(Settings)}:
