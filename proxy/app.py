@@ -165,9 +165,7 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
         *problems.routes(table.statuses),
         *console,
     ]
-    limits = validators.get(("GET", guard.LIMITS_PATH))
-    if limits is not None:  # the spec's own operation: GET /v1/limits
-        routes.append(guard.limits_route(limits))
+
     app = Starlette(
         routes=routes,
         lifespan=lifespan([_upstream_service(settings, table, monitor, url, transport, clock),

@@ -36,7 +36,7 @@ from proxy.errors import (
     UpstreamBadAnswer,
     UpstreamRefused,
 )
-from proxy.guard import Guard
+from proxy.guard import LIMITS_PATH, Guard, limits_route
 from proxy.idempotency import Ledger, Ticket, key_of
 from proxy.mapping import Feed, MappingError, Operation, Paging, Table, Window
 from proxy.observability import request_id
@@ -312,4 +312,9 @@ def operation_routes(table: Table, validators: dict[tuple[str, str], OperationVa
     for route in routes:
         route.shadows = tuple(other for other in routes if other.path != route.path
                               and route.path_regex.match(other.path))
-    return list(routes)
+    limits = validators.get(("GET", LIMITS_PATH))
+    if limits is None or table.credits is None:
+        return list(routes)
+    credits = table.credits  # the spend guard's own operation, if the spec and the table have it
+    return [*routes, limits_route(limits, lambda upstream, creds: _ask(
+        operations, upstream, creds, credits, {}))]

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +66,7 @@ from proxy.errors import (
 from proxy.metrics import Metrics
 from proxy.settings import OPTIONS, Settings, SettingsError, named
 from proxy.types import JSON, Clock
+from proxy.upstream import Upstream
 from proxy.validation import OperationValidator
 
 ISRAEL = ZoneInfo("Asia/Jerusalem")  # the provider's day, and its customers'
@@ -308,16 +309,16 @@ class Guard:
         error.headers[LIMIT_HEADER] = f'"{policy.name}";r={left};t={wait}'
         return error
 
-    async def report(self, creds: Credentials) -> JSON:
+    async def report(self, creds: Credentials, available: JSON) -> JSON:
         """``GET /v1/limits``: the credential's quotas, what is left of each, and when budgets
-        start again."""
+        start again; beside them the account's ``available`` credits."""
         quotas, who, now = self.quotas(creds), _who(creds), self.clock()
         found: list[JSON] = []
         with self._counters():
             for policy in POLICIES:
                 if policy.name in quotas:
                     found.append(await self._state(who, quotas[policy.name], policy, now))
-        return {"time_zone": ISRAEL.key, "policies": found}
+        return {"time_zone": ISRAEL.key, "available_credits": available, "policies": found}
 
     async def _state(self, who: str, quota: int, policy: Policy, now: datetime) -> JSON:
         state: dict[str, JSON] = {"name": policy.name, "unit": policy.unit, "quota": quota,
@@ -348,18 +349,25 @@ def policy_field(quotas: Quotas, *, sends: bool) -> str:
 LIMITS_PATH = "/v1/limits"
 
 
-def limits_route(validator: OperationValidator) -> Route:
+AskCredits = Callable[[Upstream, Credentials], Awaitable[JSON]]
+
+
+def limits_route(validator: OperationValidator, credits: AskCredits) -> Route:
     """``GET /v1/limits``, the credential's own quotas and what is left of them (openapi.yaml's
     getLimits). Read when asked rather than sent on every answer: it costs the counters a read
-    a policy, which no other request pays, and says when each budget starts again."""
+    a policy, which no other request pays, and says when each budget starts again. The
+    account's credits are asked of SMS Leads (mapping.yaml's ``limits.credits``), with the
+    credentials, so that ones it refuses get its refusal rather than counters."""
 
     async def endpoint(request: Request) -> Response:
         creds: Credentials = request.app.state.authenticate(request.headers)
         query = validator.coerce_query(request.query_params.multi_items())
         validator.check({"auth": {"username": creds.username}, "path": {}, "query": query},
                         has_body=False)
+        account = await credits(request.app.state.upstream, creds)
         guard: Guard = request.app.state.guard
-        return JSONResponse(await guard.report(creds))
+        return JSONResponse(await guard.report(
+            creds, account.get("credits") if isinstance(account, dict) else None))
 
     endpoint.__name__ = "getLimits"
     return Route(LIMITS_PATH, endpoint, methods=["GET"])

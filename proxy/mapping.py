@@ -25,7 +25,8 @@ SUCCESS_STATUSES = {200, 201, 202, 204}
 
 # The words of the table language, each documented in mapping.yaml's header and used by it
 # (tests/test_table_language.py holds all three to each other).
-TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging"})
+TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging",
+                      "limits"})
 OPERATION_KEYS = frozenset({"http", "command", "success", "request", "response", "location",
                             "not_found", "window", "feed", "compute", "spends"})
 ELEMENT_KEYS = frozenset({"from", "default", "each", "convert", "attributes", "children"})
@@ -150,6 +151,7 @@ class Table:
     statuses: StatusTable
     unclosed: tuple[str, ...]
     probe: str | None = None  # the operation /readyz sends without credentials
+    credits: str | None = None  # the operation GET /v1/limits asks, with the credentials
 
     def operation(self, operation_id: str) -> Operation:
         for op in self.operations:
@@ -497,4 +499,12 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
         probe = readiness.text("probe")
         if probe not in {op.operation_id for op in operations}:
             raise readiness.child("probe").fail(f"no operation {probe!r}")
-    return Table(operations, statuses, unclosed, probe)
+    credits = None
+    if "limits" in data:
+        limits = top.child("limits")
+        limits.mapping({"credits"}, {"credits"})
+        credits = limits.text("credits")
+        if credits not in {op.operation_id for op in operations
+                           if op.method == "GET" and op.compute is None}:
+            raise limits.child("credits").fail(f"{credits!r} is no GET operation of the table")
+    return Table(operations, statuses, unclosed, probe, credits)

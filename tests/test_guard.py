@@ -146,12 +146,15 @@ def test_a_send_to_a_contact_list_is_counted_as_its_preview_counts_it():
 
 
 class Script:
-    """An upstream that answers each send as told, and lists nobody."""
+    """An upstream that answers each send as told, and the credits (GET /v1/limits asks)."""
 
     def __init__(self, *answers: bytes | Exception) -> None:
         self.answers, self.sends = list(answers), 0
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if b"<balance>" in request.content:
+            return httpx.Response(200, content=b"<balance><status>0</status><message>ok"
+                                               b"</message><balance>7</balance></balance>")
         if b"<sms>" not in request.content:
             raise AssertionError(f"only sends are expected, not {request.content[:80]!r}")
         self.sends += 1
@@ -199,6 +202,16 @@ def test_an_idempotent_replay_costs_nothing():
     assert (budget["spent"], recipients["remaining"]) == (1, 2)
     assert [r.status_code for r in others] == [202, 202, 429]
     assert campaigns(sandbox) == 3
+
+
+def test_the_limits_are_read_with_the_account_s_credits_and_checked_credentials():
+    with guarded(daily_credits=5) as (client, _):
+        client.post("/v1/messages", json=message(2))
+        mine = client.get("/v1/limits").json()
+        wrong = client.get("/v1/limits", headers=basic("demo", "not-the-token"))
+    assert (mine["time_zone"], mine["available_credits"]) == ("Asia/Jerusalem", 998)
+    assert [p["name"] for p in mine["policies"]] == ["requests", "recipients", "daily-credits"]
+    assert (wrong.status_code, wrong.json()["type"]) == (401, "/problems/invalid-credentials")
 
 
 def test_reads_and_previews_are_never_limited():

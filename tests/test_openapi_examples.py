@@ -148,9 +148,7 @@ def test_operation_lists_its_error_responses(
     pointer: str, method: str, path: str, operation: dict[str, Any]
 ) -> None:
     statuses = set(operation["responses"])
-    upstream = {"502", "504"} if "x-smsleads-proxy" not in operation else set()  # it calls none
-    assert {"401", "422", "500", "503"} | upstream <= statuses
-    assert statuses >= upstream and not ({"502", "504"} - upstream) & statuses
+    assert {"401", "422", "500", "502", "503", "504"} <= statuses
     has_body = "requestBody" in operation
     for status in ("413", "415"):
         assert (status in statuses) == has_body, status
