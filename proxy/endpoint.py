@@ -170,7 +170,7 @@ async def _guarded(op: Operation, validator: OperationValidator, guard: Guard,
     """A change, past the spend guard: its rate, and for a send (``spends:``) its recipients
     and credit budgets, counted as its preview counts them."""
     await guard.admit(creds, sends=op.spends is not None)
-    if op.spends is None:
+    if op.spends is None or not guard.counts_sends(creds):
         return await _perform(op, validator, upstream, envelope, document, creds, safe=False)
     ask = functools.partial(_ask, operations, upstream, creds)
     spend = await guard.count(op.spends, envelope.body, ask)

@@ -190,6 +190,11 @@ class Guard:
         if "requests" in quotas:
             await self._rate(_who(creds), quotas, POLICIES[0], 1, sends=sends)
 
+    def counts_sends(self, creds: Credentials) -> bool:
+        """Whether a send of these credentials must be counted: a policy of sends applies."""
+        quotas = self.quotas(creds)
+        return any(p.sends and p.name in quotas for p in POLICIES)
+
     async def count(self, computation: Computation, envelope: bytes, ask: Ask) -> Spend:
         """What sending ``envelope`` spends, as its preview counts it. Only reads (a list's
         members) are made here: a refusal of one is the send's (a list that is not there), and
