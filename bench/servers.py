@@ -171,6 +171,12 @@ def _sandbox_args(dlr_delay: float) -> list[str]:
             "--port", "{port}"]
 
 
+# wrk is one credential sending thousands a second: the spend guard's default rates
+# (proxy/guard.py) would refuse nearly all of it. --proxy-args, coming after, may set them
+# again, to measure the guard (bench/RESULTS.md, issue 15).
+UNGUARDED = ("--requests-per-second", "none", "--recipients-per-minute", "none")
+
+
 @contextmanager
 def stack(upstream: str, front: str | None, *, proxy_args: tuple[str, ...] = (),
           workers: int = 1, dlr_delay: float = 2, grace: float = 15) -> Iterator[list[Server]]:
@@ -192,7 +198,7 @@ def stack(upstream: str, front: str | None, *, proxy_args: tuple[str, ...] = (),
             front_args = (["-m", "bench.floor", "--upstream-url", url, "--port", "{port}"]
                           if front == "floor" else
                           ["-m", "proxy", "--upstream-url", url, "--workers", str(workers),
-                           "--state-dir", state, *proxy_args, "--port", "{port}"])
+                           "--state-dir", state, *UNGUARDED, *proxy_args, "--port", "{port}"])
             with started(front, front_args, grace) as server:
                 servers.append(server)
                 for each in servers:

@@ -24,7 +24,7 @@ from starlette.datastructures import State
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from proxy import docs, health, problems
+from proxy import docs, guard, health, problems
 from proxy.auth import Tenant, credentials, tenant
 from proxy.breaker import Breaker
 from proxy.docs import load_spec
@@ -38,6 +38,7 @@ from proxy.observability import Monitor, Observer, WatchedUpstream
 from proxy.services import Service, lifespan
 from proxy.settings import Settings
 from proxy.store import open_store
+from proxy.store.counters import open_counters
 from proxy.transport import AiohttpTransport
 from proxy.types import Clock
 from proxy.validation import OperationValidator, compile_validators
@@ -130,6 +131,19 @@ def _ledger_service(settings: Settings, clock: Clock) -> Service:
     return service
 
 
+def _guard_service(settings: Settings, quotas: tuple[guard.Quotas, dict[str, guard.Quotas]],
+                   monitor: Monitor, clock: Clock) -> Service:
+    """The spend guard (``state.guard``), its counters where the store is (``state.store``)."""
+
+    @asynccontextmanager
+    async def service(state: State) -> AsyncIterator[None]:
+        counters = await open_counters(settings, state.store)
+        state.guard = guard.Guard(counters, *quotas, clock, monitor.metrics)
+        yield
+
+    return service
+
+
 @asynccontextmanager
 async def _metrics_service(state: State) -> AsyncIterator[None]:
     forget_dead_workers()  # a restarted worker's predecessor no longer counts as in flight
@@ -149,6 +163,7 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
     validators = packaged_validators if spec is None else compile_validators(spec)
     spec = spec or packaged_spec
     held = tenant(settings)  # a half-set single-tenant mode stops here, naming the settings
+    quotas = guard.quotas(settings, held)  # so does a key's wrong setting
     url = settings.upstream_url
     console: list[BaseRoute] = []
     sandbox = None
@@ -169,11 +184,13 @@ def create_app(settings: Settings | None = None, *, table: Table | None = None,
         *problems.routes(table.statuses),
         *console,
     ]
+
     app = Starlette(
         routes=routes,
         lifespan=lifespan([_upstream_service(settings, table, monitor, url, transport, clock),
-                           _ledger_service(settings, clock), _metrics_service,
-                           *hook_services, *services]),
+                           _ledger_service(settings, clock),
+                           _guard_service(settings, quotas, monitor, clock),
+                           _metrics_service, *hook_services, *services]),
         middleware=[Middleware(Observer, monitor=monitor)],
         exception_handlers=problems.HANDLERS)
     # No redirect to the path with or without its trailing slash: Starlette builds its Location

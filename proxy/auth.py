@@ -8,6 +8,11 @@ the proxy's own API keys instead:
 
     Authorization: Bearer <proxy key>
     Authorization: Basic base64(<any name>:<proxy key>)
+
+A line of the keys file is a key, then optionally that key's own settings (the spend guard's,
+proxy/guard.py, which checks their names and values):
+
+    sha256:6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b daily-credits=5000
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +114,8 @@ class Tenant:
     username: str
     token: str = field(repr=False)
     digests: tuple[bytes, ...] = field(repr=False)
+    # A key's own settings from its line of the keys file, by the key's digest: {name: value}.
+    settings: Mapping[bytes, Mapping[str, str]] = field(default_factory=dict, repr=False)
 
     def credentials(self, headers: Headers) -> Credentials:
         presented = digest(_presented_key(headers))
@@ -146,6 +153,19 @@ def _lines(path: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
+def _key_settings(line: str) -> tuple[str, dict[str, str]]:
+    """A line of the keys file: its key, and the ``name=value`` settings that follow it."""
+    key, *words = line.split()
+    settings: dict[str, str] = {}
+    for word in words:
+        name, equals, value = word.partition("=")
+        if not (equals and name and value) or name in settings:
+            raise SettingsError(f"invalid {named('api_keys_file')}: after a key come its "
+                                f"settings, each once, as name=value, not {word[:40]!r}")
+        settings[name] = value
+    return key, settings
+
+
 def _key_digest(entry: str, origin: str) -> bytes:
     hashed = _HASHED.fullmatch(entry)
     if hashed:
@@ -176,14 +196,16 @@ def tenant(settings: Settings) -> Tenant | None:
     """The single-tenant account of these settings; None when the proxy passes credentials
     through. Half a setup stops the start: an account without keys would be an open relay."""
     entries: list[tuple[str, str]] = []
+    own: list[tuple[str, dict[str, str]]] = []  # the keys file's keys with their settings
     if settings.api_keys is not None:
         entries += [(key.strip(), named("api_keys"))
                     for key in settings.api_keys.split(",") if key.strip()]
     if settings.api_keys_file is not None:
         try:
-            entries += [(key, named("api_keys_file")) for key in _lines(settings.api_keys_file)]
+            own = [_key_settings(line) for line in _lines(settings.api_keys_file)]
         except (OSError, UnicodeDecodeError) as exc:
             raise SettingsError(f"invalid {named('api_keys_file')}: cannot read it") from exc
+        entries += [(key, named("api_keys_file")) for key, _ in own]
     token, username = _held_token(settings), settings.username
     if not entries and token is None and username is None:
         return None
@@ -199,5 +221,7 @@ def tenant(settings: Settings) -> Tenant | None:
     digests = tuple(_key_digest(entry, origin) for entry, origin in entries)
     if digest(token) in digests:
         raise SettingsError(f"invalid {keys_named}: an API key must not be the SMS Leads token")
-    return Tenant(username, token, digests)
+    return Tenant(username, token, digests,
+                  {_key_digest(key, named("api_keys_file")): chosen
+                   for key, chosen in own if chosen})
 

@@ -10,7 +10,8 @@ A computation learns what only the upstream knows by asking other operations of 
 
 ``price`` answers what a send would cost: per text its encoding, characters and parts
 (proxy/pricing.py, the rules the sandbox charges by), the credits of the whole send, the
-account's credits now and whether they cover it.
+account's credits now and whether they cover it. Its ``spend`` counts the same without asking
+the credits: what the spend guard (proxy/guard.py) charges a send before it goes out.
 """
 
 from __future__ import annotations
@@ -35,10 +36,22 @@ UNKNOWN_OPT_OUT = ("SMS Leads does not document the opt-out line it appends: it 
 
 
 @dataclass(frozen=True, slots=True)
+class Spend:
+    """What sending an envelope costs: its destinations (each counted once per message) and
+    credits; ``exact`` False when the credits are a minimum (unknown dynamic fields)."""
+
+    destinations: int
+    credits: int
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Computation:
     name: str
     run: Callable[[etree._Element, Ask], Awaitable[JSON]]
     asks: tuple[str, ...]  # the operations it calls, checked against the table at load
+    # What sending the envelope would spend, for a computation that prices sends (`spends:`).
+    spend: Callable[[etree._Element, Ask], Awaitable[Spend]] | None = None
 
 
 # ── price ───────────────────────────────────────────────────────────────────────────────────
@@ -57,6 +70,10 @@ class _Text:
     exact: bool
     destinations: int = 0
 
+    @property
+    def credits(self) -> int:
+        return count(self.text).parts * self.destinations
+
 
 @dataclass(slots=True)
 class _Tally:
@@ -70,6 +87,11 @@ class _Tally:
     def note(self, caveat: str) -> None:
         if caveat not in self.caveats:
             self.caveats.append(caveat)
+
+    def spend(self) -> Spend:
+        return Spend(sum(entry.destinations for entry in self.texts.values()),
+                     sum(entry.credits for entry in self.texts.values()),
+                     all(entry.exact for entry in self.texts.values()))
 
 
 def _number(text: str) -> str:
@@ -98,7 +120,7 @@ def price(argument: Any) -> Computation:
             known[list_id] = await _members(ask, members_op, list_id)
         return known[list_id]
 
-    async def run(envelope: etree._Element, ask: Ask) -> JSON:
+    async def tally(envelope: etree._Element, ask: Ask) -> _Tally:
         tally, known = _Tally(), dict[str, list[str]]()
         raw = envelope.findtext(paths["unsubscribe"]) if "unsubscribe" in paths else None
         unsubscribe = int(raw) if raw and raw.isdigit() else 0
@@ -107,10 +129,17 @@ def price(argument: Any) -> Computation:
         for index, message in enumerate(envelope.findall(paths["messages"])):
             await _price_message(index, message, paths, unsubscribe, tally,
                                  lambda list_id: members(ask, list_id, known), flag)
-        available = await ask(credits_op, {})
-        return _answer(tally, available.get("credits") if isinstance(available, dict) else None)
+        return tally
 
-    return Computation("price", run, (credits_op, members_op))
+    async def run(envelope: etree._Element, ask: Ask) -> JSON:
+        counted = await tally(envelope, ask)
+        available = await ask(credits_op, {})
+        return _answer(counted, available.get("credits") if isinstance(available, dict) else None)
+
+    async def spend(envelope: etree._Element, ask: Ask) -> Spend:
+        return (await tally(envelope, ask)).spend()
+
+    return Computation("price", run, (credits_op, members_op), spend)
 
 
 async def _members(ask: Ask, operation: str, list_id: str) -> list[str]:
@@ -152,19 +181,16 @@ async def _price_message(index: int, message: etree._Element, paths: Mapping[str
 
 def _answer(tally: _Tally, available: JSON) -> JSON:
     texts: list[JSON] = []
-    total = 0
     for entry in tally.texts.values():
         counted = count(entry.text)
-        credits = counted.parts * entry.destinations
-        total += credits
         texts.append({"message": entry.message, "text": entry.text,
                       "encoding": counted.encoding, "characters": counted.characters,
                       "parts": counted.parts, "destinations": entry.destinations,
-                      "credits": credits, "exact": entry.exact})
-    exact = all(entry.exact for entry in tally.texts.values())
-    answer: dict[str, JSON] = {"credits": total, "exact": exact, "texts": texts}
+                      "credits": entry.credits, "exact": entry.exact})
+    spend = tally.spend()
+    answer: dict[str, JSON] = {"credits": spend.credits, "exact": spend.exact, "texts": texts}
     if isinstance(available, int):
-        answer.update(available_credits=available, sufficient=total <= available)
+        answer.update(available_credits=available, sufficient=spend.credits <= available)
     if tally.caveats:
         answer["caveats"] = list(tally.caveats)
     return answer

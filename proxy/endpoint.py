@@ -8,7 +8,8 @@ An operation the table computes (``compute:``) stops at the envelope: its comput
 upstream call through this same pipeline, for what only the upstream knows.
 
 An operation whose method is not safe (RFC 9110 §9.2.1) changes state: it honours an
-Idempotency-Key (proxy/idempotency.py) and is never retried by the proxy itself.
+Idempotency-Key (proxy/idempotency.py), is never retried by the proxy itself, and passes the
+spend guard (proxy/guard.py) on its way upstream, after the ledger: a replay is not counted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from proxy.errors import (
     UpstreamBadAnswer,
     UpstreamRefused,
 )
+from proxy.guard import LIMITS_PATH, Guard, limits_route
 from proxy.idempotency import Ledger, Ticket, key_of
 from proxy.mapping import Feed, MappingError, Operation, Paging, Table, Window
 from proxy.observability import request_id
@@ -97,8 +99,10 @@ def _endpoint(op: Operation, validator: OperationValidator, settings: Settings,
             if op.compute is not None:  # it reads the envelope as a tree, never sent
                 ask = functools.partial(_ask, operations, upstream, creds)
                 return _respond(op, await op.compute.run(build_envelope(op, document), ask))
-            return await _perform(op, validator, upstream, envelope, document, creds,
-                                  safe=not changes_state)
+            if changes_state:
+                return await _guarded(op, validator, request.app.state.guard, upstream,
+                                      envelope, document, creds, operations)
+            return await _perform(op, validator, upstream, envelope, document, creds, safe=True)
 
         if key is None:
             return await perform()
@@ -152,6 +156,20 @@ async def _perform(op: Operation, validator: OperationValidator, upstream: Upstr
     """The upstream call and its answer as the client's response."""
     return _respond(op, await answer(op, validator, upstream, envelope, document, creds,
                                       safe=safe))
+
+
+async def _guarded(op: Operation, validator: OperationValidator, guard: Guard,
+                   upstream: Upstream, envelope: Envelope, document: dict[str, JSON],
+                   creds: Credentials, operations: Operations) -> Response:
+    """A change, past the spend guard: its rate, and for a send (``spends:``) its recipients
+    and credit budgets, counted as its preview counts them."""
+    await guard.admit(creds, sends=op.spends is not None)
+    if op.spends is None or not guard.counts_sends(creds):
+        return await _perform(op, validator, upstream, envelope, document, creds, safe=False)
+    ask = functools.partial(_ask, operations, upstream, creds)
+    spend = await guard.count(op.spends, envelope.body, ask)
+    async with guard.spending(creds, spend):
+        return await _perform(op, validator, upstream, envelope, document, creds, safe=False)
 
 
 def _respond(op: Operation, body: JSON | None) -> Response:
@@ -297,4 +315,9 @@ def operation_routes(table: Table, validators: dict[tuple[str, str], OperationVa
     for route in routes:
         route.shadows = tuple(other for other in routes if other.path != route.path
                               and route.path_regex.match(other.path))
-    return list(routes)
+    limits = validators.get(("GET", LIMITS_PATH))
+    if limits is None or table.credits is None:
+        return list(routes)
+    credits = table.credits  # the spend guard's own operation, if the spec and the table have it
+    return [*routes, limits_route(limits, lambda upstream, creds: _ask(
+        operations, upstream, creds, credits, {}))]

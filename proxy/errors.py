@@ -25,6 +25,10 @@
     │   ├── OutcomeUnknown         409  the first request with the key may have acted
     │   ├── IdempotencyKeyReused   422  the key came with a different request
     │   └── IdempotencyUnavailable 503  the key store cannot be reached, or is full
+    ├── GuardRefused               the spend guard's (guard.py); nothing was sent upstream
+    │   ├── RateLimited            429  too many requests, or recipients, for these credentials
+    │   ├── BudgetExceeded         429  the send would cross a credit budget of the credentials
+    │   └── LimitsUnavailable      503  the guard's counters cannot be reached
     └── UpstreamError              about SMS Leads; carries upstream_status/upstream_message
         ├── UpstreamRefused        the upstream answered a status code (statuses.yaml decides)
         ├── UpstreamUnreachable    503  no connection: nothing was sent
@@ -37,9 +41,10 @@ Each class also says what the failure means for the request's effect (:class:`Ou
 idempotency.py stores final answers, frees the key when nothing happened and holds it in
 doubt otherwise (README, "Failure semantics").
 
-Foreign exceptions (httpx, lxml, json, redis) are translated to these in exactly one place
-each: upstream.py for the wire, app.py for the request body, idempotency.py for the key store,
-sandbox/console.py for the sandbox's own control errors and the console's request bodies.
+Foreign exceptions (httpx, lxml, json, redis, limits) are translated to these in exactly one
+place each: upstream.py for the wire, app.py for the request body, idempotency.py for the key
+store, guard.py for the guard's counters, sandbox/console.py for the sandbox's own control
+errors and the console's request bodies.
 """
 
 from __future__ import annotations
@@ -233,6 +238,26 @@ class IdempotencyKeyReused(IdempotencyError):
 class IdempotencyUnavailable(IdempotencyError):
     status, slug, title = 503, "idempotency-unavailable", (
         "Idempotency-Keys cannot be honoured right now")
+    retry_after = 5
+
+
+class GuardRefused(ProblemError):
+    outcome = Outcome.NONE  # refused before anything went upstream: the key is freed
+
+
+class RateLimited(GuardRefused):
+    status, slug, title = 429, "rate-limited", (
+        "These credentials are over a rate limit of the proxy")
+
+
+class BudgetExceeded(GuardRefused):
+    status, slug, title = 429, "budget-exceeded", (
+        "The send would cross a credit budget of these credentials")
+
+
+class LimitsUnavailable(GuardRefused):
+    status, slug, title = 503, "limits-unavailable", (
+        "The proxy cannot check its rate limits and budgets right now")
     retry_after = 5
 
 

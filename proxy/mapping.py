@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -27,9 +27,9 @@ SUCCESS_STATUSES = {200, 201, 202, 204}
 # The words of the table language, each documented in mapping.yaml's header and used by it
 # (tests/test_table_language.py holds all three to each other).
 TOP_KEYS = frozenset({"envelope", "enums", "operations", "answers", "readiness", "paging",
-                      "events"})
+                      "events", "limits"})
 OPERATION_KEYS = frozenset({"http", "command", "success", "request", "response", "location",
-                            "not_found", "window", "feed", "compute"})
+                            "not_found", "window", "feed", "compute", "spends"})
 ELEMENT_KEYS = frozenset({"from", "default", "each", "convert", "attributes", "children"})
 FIELD_KEYS = frozenset({"from", "echo", "convert", "each", "where", "group_by", "fields"})
 WINDOW_KEYS = frozenset({"from", "to", "max_days", "max_age_days", "default_days", "max_rows"})
@@ -127,6 +127,9 @@ class Operation:
     window: Window | None = None
     feed: Feed | None = None
     compute: Computation | None = None  # answered here from the envelope, which is not sent
+    # What sending this operation's envelope spends, counted by another operation's
+    # computation (``spends:``): the spend guard's count of a send (proxy/guard.py).
+    spends: Computation | None = None
 
     @property
     def command_names(self) -> tuple[str, ...]:
@@ -162,6 +165,7 @@ class Table:
     unclosed: tuple[str, ...]
     probe: str | None = None  # the operation /readyz sends without credentials
     events: tuple[EventType, ...] = ()
+    credits: str | None = None  # the operation GET /v1/limits asks, with the credentials
 
     def operation(self, operation_id: str) -> Operation:
         for op in self.operations:
@@ -424,6 +428,29 @@ def _check_asks(reader: _Reader, operations: tuple[Operation, ...]) -> None:
                     f"asks {asked!r}, which is no GET operation of the table")
 
 
+def _resolve_spends(reader: _Reader, operations: tuple[Operation, ...]
+                    ) -> tuple[Operation, ...]:
+    """``spends: <operationId>``: an operation whose computation counts sends, of the same
+    command and request, so that it counts exactly the envelope this operation sends."""
+    by_id = {op.operation_id: op for op in operations}
+    resolved = []
+    for op in operations:
+        named = reader.child(op.operation_id).text("spends")
+        if named is not None:
+            counter = by_id.get(named)
+            at = reader.child(op.operation_id).child("spends")
+            if counter is None or counter.compute is None or counter.compute.spend is None:
+                raise at.fail(f"{named!r} is no operation whose computation counts a send")
+            same = ("command", "request")  # as written: the same words make the same envelope
+            if any(reader.child(named).data.get(key) != reader.child(op.operation_id).data.get(key)
+                   for key in same):
+                raise at.fail(f"{named!r} does not make the envelope this operation sends "
+                              "(another command or request)")
+            op = replace(op, spends=counter.compute)
+        resolved.append(op)
+    return tuple(resolved)
+
+
 def _read_yaml(name: str) -> Any:
     return yaml.safe_load(resources.files("proxy").joinpath(name).read_text("utf-8"))
 
@@ -473,6 +500,7 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
             raise ops_reader.child(op.operation_id).fail(f"same http as {seen[key]}")
         seen[key] = op.operation_id
     _check_asks(ops_reader, operations)
+    operations = _resolve_spends(ops_reader, operations)
     unclosed: tuple[str, ...] = ()
     if "answers" in data:
         answers = top.child("answers")
@@ -486,7 +514,15 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
         if probe not in {op.operation_id for op in operations}:
             raise readiness.child("probe").fail(f"no operation {probe!r}")
     events = _events(top.child("events"), operations) if "events" in data else ()
-    return Table(operations, statuses, unclosed, probe, events)
+    credits = None
+    if "limits" in data:
+        limits = top.child("limits")
+        limits.mapping({"credits"}, {"credits"})
+        credits = limits.text("credits")
+        if credits not in {op.operation_id for op in operations
+                           if op.method == "GET" and op.compute is None}:
+            raise limits.child("credits").fail(f"{credits!r} is no GET operation of the table")
+    return Table(operations, statuses, unclosed, probe, events, credits)
 
 
 def _events(reader: _Reader, operations: tuple[Operation, ...]) -> tuple[EventType, ...]:

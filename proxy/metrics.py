@@ -80,6 +80,11 @@ class Metrics:
         self.account_credits = Gauge(
             "smsleads_proxy_account_credits", "An account's credits, as last polled",
             ["account"], registry=self.registry, multiprocess_mode="livemostrecent")
+        # The spend guard (proxy/guard.py): its policy's name, or `unavailable`.
+        self.guard_refusals = Counter(
+            "smsleads_proxy_guard_refusals",
+            "Requests the spend guard refused, by the policy they would have crossed",
+            ["reason"], registry=self.registry)
         # Each combination's counter and histogram, looked up once: labels() on every request
         # took a lock, checked the values and built a key, twice a request (bench/RESULTS.md).
         self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

@@ -134,6 +134,24 @@ def _token_keys(text: str) -> str:
     except SealError as exc:
         raise ValueError(f"must be {exc}: comma-separated, the first seals") from exc
     return text.strip()
+# ── The spend guard (proxy/guard.py) ──────────────────────────────────────────────────────
+
+
+def rate(text: str) -> int | None:
+    """A rate limit: a positive integer, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    return _positive_int(text)
+
+
+def budget(text: str) -> int | None:
+    """A credit budget: an integer from 0 (nothing may be spent), or ``none`` for no budget."""
+    if text.strip().lower() == "none":
+        return None
+    return _count(text)
+
+
+# ─────────────────────────────────────────────────────────────────────────────────────────
 
 
 def _log_level(text: str) -> str:
@@ -191,6 +209,14 @@ class Settings:
     webhook_low_credits: int = 100
     webhook_allow_networks: str | None = None
     webhook_token_keys: str | None = field(default=None, repr=False)
+
+    # The spend guard (proxy/guard.py), per credential; None: no limit. An honest client
+    # meets neither rate: 50 sends a second, and 60,000 recipients a minute is six of the
+    # largest sends the proxy takes (10,000 recipients).
+    requests_per_second: int | None = 50
+    recipients_per_minute: int | None = 60_000
+    daily_credits: int | None = None
+    hourly_credits: int | None = None
 
     @property
     def webhook_delays(self) -> tuple[float, ...]:
@@ -316,6 +342,19 @@ OPTIONS: tuple[Option, ...] = (
            "multi-tenant: AES-256 keys (base64 of 32 bytes, comma-separated, the first seals) "
            "that keep clients' tokens sealed for their webhooks; unset: no subscription "
            "without single-tenant mode", secret=True),
+    # The spend guard (proxy/guard.py); single-tenant keys may have their own (README).
+    Option("requests_per_second", "SMSLEADS_REQUESTS_PER_SECOND", rate,
+           "requests that change state (sends, cancels, list changes) each credential may make "
+           "per second; beyond, 429 with `Retry-After`; `none`: no limit"),
+    Option("recipients_per_minute", "SMSLEADS_RECIPIENTS_PER_MINUTE", rate,
+           "recipients each credential may send to per minute, counted as the price preview "
+           "counts them; beyond, 429 with `Retry-After`; `none`: no limit"),
+    Option("daily_credits", "SMSLEADS_DAILY_CREDITS", budget,
+           "credits each credential may spend a day (from midnight, Israel time); a send that "
+           "would cross it gets 429 and is not sent; unset or `none`: no budget"),
+    Option("hourly_credits", "SMSLEADS_HOURLY_CREDITS", budget,
+           "credits each credential may spend an hour (from the top of the hour), as "
+           "`--daily-credits`"),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(Settings)}:

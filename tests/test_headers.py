@@ -117,7 +117,8 @@ async def sweep(op, client: httpx.AsyncClient, upstream: Upstream) -> list[httpx
 @pytest.mark.parametrize("op", OPERATIONS, ids=[op.operation_id for op in OPERATIONS])
 async def test_every_header_sent_is_declared_for_its_operation_and_status(op):
     upstream = Upstream()
-    settings = Settings(max_body_bytes=4096, breaker_failures=10**6, read_retries=0)
+    settings = Settings(max_body_bytes=4096, breaker_failures=10**6, read_retries=0,
+                        requests_per_second=None, recipients_per_minute=None)  # swept below
     app = create_app(settings, transport=httpx.MockTransport(upstream), clock=Clock())
     # Unlike conftest.serving, a bug's 500 comes back as the answer, not as the exception.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -145,3 +146,39 @@ def test_the_sweep_reads_the_headers_it_checks():
     assert declared(op, 503) == {"retry-after", "x-request-id"}
     assert declared(op, 200) == {"x-request-id"}
     assert declared(op, 418) is None
+
+
+# ── The spend guard's answers (proxy/guard.py) ─────────────────────────────────────────────
+
+GUARDED = [op for op in OPERATIONS if op.method != "GET" and op.compute is None]
+
+
+@pytest.mark.parametrize("op", GUARDED, ids=[op.operation_id for op in GUARDED])
+async def test_every_header_of_a_guard_refusal_is_declared(op):
+    """A change past its rate, and a send past its budget: 429 with Retry-After and the
+    RateLimit fields, each declared; and GET /v1/limits' own answers."""
+    settings = Settings(store="memory", requests_per_second=1, daily_credits=0)
+    app = create_app(settings, transport=httpx.MockTransport(Upstream()), clock=Clock())
+    call = example(op)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://proxy.test",
+            headers={"Authorization": BASIC}) as client:
+        answers = []
+        for attempt in range(2):
+            answers.append(await client.request(
+                op.method, call.url(op), params=call.query,
+                content=None if call.body is None else json.dumps(call.body).encode(),
+                headers={"Content-Type": "application/json", "Idempotency-Key": f"k{attempt}"}))
+        limits = [await client.get("/v1/limits"), await client.get("/v1/limits?x=1"),
+                  await client.get("/v1/limits", headers={"Authorization": ""})]
+    assert answers[-1].status_code == 429
+    assert {"retry-after", "ratelimit-policy", "ratelimit"} <= set(answers[-1].headers)
+    for answer in answers:
+        extra = set(answer.headers) - GENERIC - (declared(op, answer.status_code) or set())
+        assert not extra, (answer.status_code, extra)
+    spec = SPEC["paths"]["/v1/limits"]["get"]["responses"]
+    assert [answer.status_code for answer in limits] == [200, 422, 401]
+    for answer in limits:
+        allowed = {name.lower() for name in deref(SPEC, spec[str(answer.status_code)])
+                   .get("headers", {})}
+        assert set(answer.headers) - GENERIC <= allowed, answer.status_code

@@ -397,7 +397,8 @@ def test_xml_metacharacters_in_every_string_field_arrive_escaped_or_are_refused(
 def _check_metacharacters(response: httpx.Response, recorder: Recorder, pointer: str) -> None:
     assert response.status_code != 500, pointer
     if recorder.requests:  # it went out: the upstream parses it back to the same text
-        assert METACHARACTERS in _texts(etree.fromstring(recorder.requests[0].content)), pointer
+        # (last: a send naming contact lists reads them first, for the spend guard to count)
+        assert METACHARACTERS in _texts(etree.fromstring(recorder.requests[-1].content)), pointer
     else:  # the field's rules refused it, naming the field
         problem = assert_problem(response, 422, "invalid-request")
         assert any(e["pointer"].startswith(pointer) for e in problem["errors"]), pointer

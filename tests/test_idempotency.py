@@ -409,23 +409,29 @@ def test_redis_holds_no_token_no_username_and_keeps_a_key_24_hours(redis_url):
         client.post("/v1/messages", json=MESSAGE, headers={**KEY, **basic("alice", "tok-secret-1")})
     store = redis.Redis.from_url(redis_url)
     try:
-        keys = sorted(store.keys("*"))
+        everything = sorted(store.keys("*"))
+        # The spend guard's counters (proxy/store/counters.py) are beside the store's entries.
+        counters = [key for key in everything if key.startswith(b"smsleads-proxy:limits:")]
+        keys = [key for key in everything if key not in counters]
         entry = next(key for key in keys if b":entry:" in key)
         value, ttl_ms = store.get(entry), store.pttl(entry)
         members = {key: store.zrange(key, 0, -1) for key in keys if key != entry}
+        counted = b"".join(store.get(key) or b"" for key in counters)
     finally:
         store.close()
     assert re.fullmatch(rb"smsleads-proxy:entry:idempotency:[0-9a-f]{64}", entry)
     assert len(keys) == 3  # the entry, its credential's group, every entry
     assert all(names == [entry] for names in members.values())
+    assert counters  # the send was counted, under a digest of the credential
     for secret in (b"tok-secret-1", b"alice", KEY["Idempotency-Key"].encode()):
-        assert secret not in b"".join(keys) + value
+        assert secret not in b"".join(everything) + value + counted
     assert 23.9 * 3600 * 1000 < ttl_ms <= 24 * 3600 * 1000
 
 
-def test_without_redis_keyed_requests_are_503_and_unkeyed_ones_go_through():
+def test_without_redis_keyed_requests_are_503_and_unkeyed_ones_go_through_unguarded():
     recorder = Recorder(SENT)
-    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens
+                        requests_per_second=None, recipients_per_minute=None)  # no guard
     with client_for(recorder, settings) as client:
         keyed = client.post("/v1/messages", json=MESSAGE, headers=KEY)
         unkeyed = client.post("/v1/messages", json=MESSAGE)
@@ -433,6 +439,19 @@ def test_without_redis_keyed_requests_are_503_and_unkeyed_ones_go_through():
     assert "redis://" not in problem["detail"]
     assert unkeyed.status_code == 202
     assert len(recorder.requests) == 1
+
+
+def test_without_redis_the_spend_guard_lets_no_change_through():
+    """Its counters are in Redis too: a guard that opened when they fail would guard nothing."""
+    recorder = Recorder(SENT)
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    with client_for(recorder, settings) as client:
+        unkeyed = client.post("/v1/messages", json=MESSAGE)
+        read = client.get("/v1/balance")
+    problem = assert_problem(unkeyed, 503, "limits-unavailable")
+    assert unkeyed.headers["retry-after"] == "5" and "redis://" not in problem["detail"]
+    assert read.status_code != 503  # reads are never the guard's: it went upstream
+    assert len(recorder.requests) == 1 and recorder.envelope.startswith("<balance>")
 
 
 def test_in_single_tenant_mode_keys_belong_to_each_proxy_api_key():

@@ -247,8 +247,8 @@ def test_operation_example_becomes_the_envelope_and_the_answer_becomes_json(op_i
 
 def test_every_operation_has_a_case():
     """Every operation of the table but the computed ones (they send no envelope of their own:
-    tests/test_preview.py has their reads); the proxy's own webhooks are
-    tests/test_webhooks.py's."""
+    tests/test_preview.py has their reads); the proxy's own are tests/test_webhooks.py's and
+    tests/test_guard.py's (GET /v1/limits)."""
     computed = {op.operation_id for op in load_table().operations if op.compute is not None}
     assert computed and set(CASES) == {op["operationId"] for item in SPEC["paths"].values()
                                        for op in item.values()

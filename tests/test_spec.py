@@ -140,7 +140,7 @@ def test_every_operation_is_the_tables_or_the_proxys_own():
     assert {path for _, path, _ in OWN_OPERATIONS.values()} == {
         "/v1/webhooks", "/v1/webhooks/{webhook_id}", "/v1/webhooks/{webhook_id}/test",
         "/v1/webhooks/{webhook_id}/secret/rotations", "/v1/webhooks/{webhook_id}/deliveries",
-        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"}
+        "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", "/v1/limits"}
 
 
 def test_the_event_types_of_the_spec_are_the_tables():

@@ -10,13 +10,17 @@ from tests.clients.support import ROOT, SPEC, npm_install
 from tests.conftest import FIGURES
 from tests.processes import Server, running
 
+BUDGET = 1200  # credits a day, each credential (the demo account holds 1000)
+
 
 @pytest.fixture(scope="session")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``python -m proxy --sandbox`` on a free loopback port, for every client scenario of the
     session. Its sandbox reports deliveries at once (SANDBOX_DLR_DELAY, proxy/sandbox/
-    __main__.py), so a scenario reads reports right after sending, with no waiting."""
-    with running(tmp_path_factory.mktemp("proxy"), ["--sandbox"],
+    __main__.py), so a scenario reads reports right after sending, with no waiting. Each
+    credential may spend BUDGET credits a day: more than the demo account holds, so a send
+    over the account's credits is still SMS Leads' 402, and a send over the budget is 429."""
+    with running(tmp_path_factory.mktemp("proxy"), ["--sandbox", "--daily-credits", str(BUDGET)],
                  env={"SANDBOX_DLR_DELAY": "0"}) as server:
         yield server
 

@@ -13,8 +13,10 @@ const STATES = new Set(["delivered", "failed", "expired", "not_delivered", "no_c
   "kosher_number", "hour_not_permitted", "opted_out", "not_permitted", "rejected",
   "out_of_coverage", "unknown"]);
 const LONG_TEXT = "x".repeat(1005); // 7 SMS parts per recipient
-// 200 recipients of 7 parts: 1400 credits, more than the demo account's 1000.
+// 150 recipients of 7 parts: 1050 credits, more than the demo account's 1000 but within the
+// proxy's daily budget (DAILY_CREDITS); 200 of them, 1400 credits, over it.
 const MANY = Array.from({ length: 200 }, (_, i) => `+9725${30000000 + i}`);
+const POOR = MANY.slice(0, 150);
 
 function check(condition: boolean, what: string, seen?: unknown): void {
   if (!condition) {
@@ -31,8 +33,10 @@ function step(name: string): void {
   console.log(`ok ${name}`);
 }
 
-/** The client's typed error (ResponseError), its problem body read as the typed Problem. */
-async function problemOf(call: () => Promise<unknown>, status: number): Promise<Problem> {
+/** The client's typed error (ResponseError): its problem body read as the typed Problem, and
+ * the answer's headers. */
+async function refusalOf(call: () => Promise<unknown>,
+                         status: number): Promise<{ problem: Problem; headers: Headers }> {
   try {
     await call();
   } catch (error) {
@@ -43,9 +47,13 @@ async function problemOf(call: () => Promise<unknown>, status: number): Promise<
     same(error.response.headers.get("content-type"), "application/problem+json", "media type");
     const problem = ProblemFromJSON(await error.response.json());
     same(problem.status, status, "problem status");
-    return problem;
+    return { problem, headers: error.response.headers };
   }
   throw new Error(`expected a ${status}, the call succeeded`);
+}
+
+async function problemOf(call: () => Promise<unknown>, status: number): Promise<Problem> {
+  return (await refusalOf(call, status)).problem;
 }
 
 async function main(): Promise<void> {
@@ -177,8 +185,24 @@ async function main(): Promise<void> {
   same([unauthorized.type, unauthorized.upstreamStatus], ["/problems/invalid-credentials", 3],
     "bad credentials");
   const poor = await problemOf(() => messages.sendMessage({ sendMessageRequest: {
-    sender: "DemoAPI", text: LONG_TEXT, recipients: MANY.map((phone) => ({ phone })) } }), 402);
+    sender: "DemoAPI", text: LONG_TEXT, recipients: POOR.map((phone) => ({ phone })) } }), 402);
   same(poor.type, "/problems/insufficient-credit", "not enough credit");
+  const budget = Number(process.env.DAILY_CREDITS);
+  const over = await refusalOf(() => messages.sendMessage({ sendMessageRequest: {
+    sender: "DemoAPI", text: LONG_TEXT, recipients: MANY.map((phone) => ({ phone })) } }), 429);
+  const spent = over.problem.spent ?? -1;
+  same([over.problem.type, over.problem.budget, over.problem.requested,
+        over.problem.violatedPolicies], ["/problems/budget-exceeded", budget, 1400,
+        ["daily-credits"]], "over the daily budget");
+  check(over.problem.resetsAt instanceof Date, "resets at", over.problem.resetsAt);
+  const wait = Number(over.headers.get("Retry-After"));
+  same(over.headers.get("RateLimit"), `"daily-credits";r=${budget - spent};t=${wait}`,
+    "RateLimit");
+  check((over.headers.get("RateLimit-Policy") ?? "").includes(
+    `"daily-credits";q=${budget};qu="credits";w=86400`), "RateLimit-Policy",
+    over.headers.get("RateLimit-Policy"));
+  const daily = (await account.getLimits()).policies.find((p) => p.name === "daily-credits");
+  same([daily?.quota, daily?.spent], [budget, spent], "the budget read");
   const unknown = await problemOf(() => lists.getContactList({ id: "999999999" }), 404);
   same(unknown.type, "/problems/contact-list-not-found", "unknown list");
   const direct = new MessagesApi(new Configuration({ basePath: process.env.DIRECT_URL,

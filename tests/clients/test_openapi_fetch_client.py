@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.clients.conftest import BUDGET
 from tests.clients.support import HERE, SPEC, npm_install, require_node
 
 SCENARIO = HERE / "openapi-fetch" / "scenario.ts"
@@ -51,6 +52,6 @@ def test_scenario_through_openapi_fetch(proxy, validated, tmp_path):
     script = compile_scenario(tmp_path)
     run = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PROXY_URL": validated.base,
-                              "DIRECT_URL": proxy.base})
+                              "DIRECT_URL": proxy.base, "DAILY_CREDITS": str(BUDGET)})
     assert run.returncode == 0, f"the scenario failed:\n{run.stdout}{run.stderr}"
     assert run.stdout.splitlines() == [f"ok {step}" for step in STEPS] + ["scenario passed"]

@@ -20,14 +20,17 @@ from typing import Any
 import pydantic
 import pytest
 
+from tests.clients.conftest import BUDGET
 from tests.clients.support import generate
 
 STATES = {"delivered", "failed", "expired", "not_delivered", "no_credit", "kosher_number",
           "hour_not_permitted", "opted_out", "not_permitted", "rejected", "out_of_coverage",
           "unknown"}
 LONG_TEXT = "x" * 1005  # 7 SMS parts per recipient (153 GSM-7 characters a part)
-# 200 recipients of 7 parts: 1400 credits, more than the demo account's 1000.
+# 150 recipients of 7 parts: 1050 credits, more than the demo account's 1000, within the
+# session proxy's daily budget (conftest.BUDGET); 200 of them, 1400 credits, over it.
 MANY = [f"+9725{n:08d}" for n in range(20000000, 20000200)]
+POOR, OVER = MANY[:150], MANY
 
 
 def _import(kind: str, package: str) -> ModuleType:
@@ -175,8 +178,24 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy, valida
         # The errors, each the client's own exception with the problem readable.
         problem = _problem_of(sdk, sdk.exceptions.ApiException, lambda: messages.send_message(
             sdk.SendMessageRequest(sender="DemoAPI", text=LONG_TEXT,
-                                   recipients=[sdk.Recipient(phone=p) for p in MANY])))
+                                   recipients=[sdk.Recipient(phone=p) for p in POOR])))
         assert (problem.status, problem.type) == (402, "/problems/insufficient-credit")
+        # Over the credentials' daily budget: 429, nothing sent, the headers said.
+        with pytest.raises(sdk.exceptions.ApiException) as over:
+            messages.send_message(sdk.SendMessageRequest(
+                sender="DemoAPI", text=LONG_TEXT, recipients=[sdk.Recipient(phone=p) for p in OVER]))
+        problem = over.value.data
+        assert (over.value.status, problem.type) == (429, "/problems/budget-exceeded")
+        assert (problem.budget, problem.requested, problem.violated_policies) == (
+            BUDGET, 1400, ["daily-credits"])
+        assert problem.resets_at.utcoffset() in (timedelta(hours=2), timedelta(hours=3))
+        wait = int(over.value.headers["Retry-After"])
+        assert over.value.headers["RateLimit"] == (
+            f'"daily-credits";r={BUDGET - problem.spent};t={wait}')
+        assert f'"daily-credits";q={BUDGET};qu="credits";w=86400' in over.value.headers[
+            "RateLimit-Policy"]
+        daily = {p.name: p for p in account.get_limits().policies}["daily-credits"]
+        assert (daily.quota, daily.unit, daily.spent) == (BUDGET, "credits", problem.spent)
         problem = _problem_of(sdk, sdk.exceptions.NotFoundException,
                               lambda: lists.get_contact_list("999999999"))
         assert problem.type == "/problems/contact-list-not-found"
@@ -216,13 +235,17 @@ class Calls:
         self.opc, self.client = opc, client
 
     def __call__(self, operation: str, status: int, **kwargs: Any) -> Any:
+        return self.detailed(operation, status, **kwargs).parsed
+
+    def detailed(self, operation: str, status: int, **kwargs: Any) -> Any:
+        """The whole answer: status, headers, and the parsed body."""
         module = next(importlib.import_module(f"smsleads_client.api.{tag}.{operation}")
                       for tag in ("account", "blacklist", "campaigns", "contact_lists",
                                   "messages", "reports", "sender_ids", "subscribers")
                       if find_spec(f"smsleads_client.api.{tag}.{operation}"))
         response = module.sync_detailed(client=self.client, **kwargs)
         assert response.status_code == status, response.content
-        return response.parsed
+        return response
 
     def problem(self, operation: str, status: int, **kwargs: Any) -> Any:
         """A refusal arrives as the client's typed Problem, parsed from the body."""
@@ -336,8 +359,20 @@ def test_scenario_through_the_openapi_python_client(opc, proxy, validated):
         assert "0502220008" in verification.instructions
 
         problem = call.problem("send_message", 402, body=models.SendMessageRequest(
-            sender="DemoAPI", text=LONG_TEXT, recipients=[models.Recipient(phone=p) for p in MANY]))
+            sender="DemoAPI", text=LONG_TEXT, recipients=[models.Recipient(phone=p) for p in POOR]))
         assert problem.type_ == "/problems/insufficient-credit"
+        over = call.detailed("send_message", 429, body=models.SendMessageRequest(
+            sender="DemoAPI", text=LONG_TEXT, recipients=[models.Recipient(phone=p) for p in OVER]))
+        problem = over.parsed
+        assert isinstance(problem, models.Problem) and problem.type_ == "/problems/budget-exceeded"
+        assert (problem.budget, problem.requested) == (BUDGET, 1400)
+        assert [p.value for p in problem.violated_policies] == ["daily-credits"]
+        wait = int(over.headers["retry-after"])
+        assert over.headers["ratelimit"] == f'"daily-credits";r={BUDGET - problem.spent};t={wait}'
+        assert f'"daily-credits";q={BUDGET}' in over.headers["ratelimit-policy"]
+        daily = {p.name.value: p for p in call("get_limits", 200).policies}["daily-credits"]
+        assert (daily.quota, daily.spent, daily.remaining) == (
+            BUDGET, problem.spent, BUDGET - problem.spent)
         problem = call.problem("get_contact_list", 404, id="999999999")
         assert problem.type_ == "/problems/contact-list-not-found"
         assert call("get_balance", 200).credits_ == credits - 12

@@ -11,7 +11,10 @@ type Problem = components["schemas"]["Problem"];
 type ProblemType = components["schemas"]["ProblemType"];
 
 const LONG_TEXT = "x".repeat(1005); // 7 SMS parts per recipient
+// 150 recipients of 7 parts, 1050 credits: more than the demo account's 1000, within the
+// proxy's daily budget (DAILY_CREDITS); 200 of them, 1400 credits, over it.
 const MANY = Array.from({ length: 200 }, (_, i) => ({ phone: `+9725${40000000 + i}` }));
+const POOR = MANY.slice(0, 150);
 
 function check(condition: boolean, what: string, seen?: unknown): void {
   if (!condition) {
@@ -42,6 +45,9 @@ function advice(type: ProblemType): string {
       return "check the id";
     case "/problems/invalid-request":
       return "fix the fields";
+    case "/problems/rate-limited":
+    case "/problems/budget-exceeded":
+      return "wait for Retry-After";
     default:
       return "see the problem's page";
   }
@@ -141,9 +147,25 @@ async function main(): Promise<void> {
   step("pages");
 
   const poor = await client.POST("/v1/messages", { body: {
-    sender: "DemoAPI", text: LONG_TEXT, recipients: MANY } });
+    sender: "DemoAPI", text: LONG_TEXT, recipients: POOR } });
   same(advice(problem(poor.error, 402, "/problems/insufficient-credit").type), "buy credits",
     "advice");
+  const budget = Number(process.env.DAILY_CREDITS);
+  const over = await client.POST("/v1/messages", { body: {
+    sender: "DemoAPI", text: LONG_TEXT, recipients: MANY } });
+  const crossed = problem(over.error, 429, "/problems/budget-exceeded");
+  same(advice(crossed.type), "wait for Retry-After", "advice");
+  same([crossed.budget, crossed.requested, crossed.violated_policies],
+    [budget, 1400, ["daily-credits"]], "over the daily budget");
+  const wait = Number(over.response.headers.get("Retry-After"));
+  same(over.response.headers.get("RateLimit"),
+    `"daily-credits";r=${budget - (crossed.spent ?? -1)};t=${wait}`, "RateLimit");
+  check((over.response.headers.get("RateLimit-Policy") ?? "").includes(
+    `"daily-credits";q=${budget};qu="credits";w=86400`), "RateLimit-Policy");
+  const limits = await client.GET("/v1/limits");
+  const daily = limits.data?.policies.find((p) => p.name === "daily-credits");
+  same([daily?.quota, daily?.spent, daily?.resets_at], [budget, crossed.spent,
+    crossed.resets_at], "the budget read");
   const unknown = await client.GET("/v1/contact-lists/{id}",
     { params: { path: { id: "999999999" } } });
   same(advice(problem(unknown.error, 404, "/problems/contact-list-not-found").type),
