@@ -7,7 +7,7 @@
 ``httpx.AsyncBaseTransport`` (tests hand in ``httpx.MockTransport``, the embedded sandbox
 ``httpx.ASGITransport``), which upstream.py drives through httpx's interface. This one builds
 aiohttp's request itself: httpx's ``Request`` and ``Response`` around aiohttp cost the proxy
-about a tenth of a balance request's CPU (bench/RESULTS.md). Why not httpx's own connection
+about a tenth of a proxied request's CPU (bench/RESULTS.md). Why not httpx's own connection
 pool: under 32 concurrent requests httpcore spends most of the proxy's CPU assigning requests
 to connections (encode/httpcore PR 1035). Why not the ``httpx-aiohttp`` package: it reports a
 server that hung up after reading the request as ``httpx.ConnectTimeout``, i.e. "never

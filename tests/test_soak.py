@@ -37,6 +37,10 @@ SOAK = "soak"       # the account the sends go out from, with credits for all of
 SOAK_AUTH = {"Authorization": "Basic c29hazpzb2FrLXRva2Vu"}  # soak:soak-token
 RETRY = {503, 502, 504}  # with the same key; 409 idempotency-key-in-use too
 
+# One credential makes thousands of changes in seconds here: the spend guard's rates would cut
+# it at 50 a second (tests/test_guard.py tests them); this soak is about keys and outcomes.
+UNGUARDED = {"requests_per_second": None, "recipients_per_minute": None}
+
 
 @dataclass
 class Tally:
@@ -191,7 +195,7 @@ async def test_soak_against_the_sandbox_with_a_failing_wire():
     sandbox.requests = deque()  # the journal, unbounded for the count
     wire = FaultyWire(httpx.ASGITransport(app=create_sandbox(sandbox)), seed=11)
     clock = Clock()
-    settings = Settings(breaker_failures=5, breaker_cooldown=2, read_retries=2)
+    settings = Settings(breaker_failures=5, breaker_cooldown=2, read_retries=2, **UNGUARDED)
     app = create_app(settings, transport=wire, clock=clock)
     keys = [f"a{i:05d}" for i in range(1500)]
 
@@ -230,7 +234,8 @@ async def test_soak_against_a_misbehaving_upstream(faulty: FaultyUpstream):
     clock = Clock()
     # Timeouts long enough that only "hang" trips them on a loaded 2-core machine.
     settings = Settings(upstream_url=faulty.url, upstream_timeout=1.5,
-                        upstream_connect_timeout=1.5, breaker_failures=5, breaker_cooldown=2)
+                        upstream_connect_timeout=1.5, breaker_failures=5, breaker_cooldown=2,
+                        **UNGUARDED)
     app = create_app(settings, clock=clock)
     keys = [f"b{i:05d}" for i in range(800)]
     memory: list[int] = []
