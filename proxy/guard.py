@@ -1,11 +1,11 @@
 """The spend guard: rate limits and credit budgets per credential, checked before a request goes
 upstream, so that a runaway loop, a leaked key or a list sent to twice cannot spend the account.
 
-    policy          counts                                        over
-    requests        requests that change state                    1 s, sliding
-    recipients      the destinations of sends                     60 s, sliding
-    daily-credits   the credits of sends                          the day, from midnight in Israel
-    hourly-credits  the credits of sends                          the hour, from its start
+    policy          counts                                          over
+    requests        requests that change state                      1 s, sliding
+    recipients      the destinations of sends                       60 s, sliding
+    daily-credits   the credits of sends, and given to subscribers  the day, from midnight in Israel
+    hourly-credits  the credits of sends, and given to subscribers  the hour, from its start
 
 A credential is the SMS Leads token, or in single-tenant mode the proxy API key that was
 recognised (auth.Credentials.principal); each may have its own quotas (a key's line of the keys
@@ -14,7 +14,9 @@ file). Only what really goes upstream is counted: the guard runs in the operatio
 
 A send is counted by its preview's computation (mapping.yaml's ``spends:``, proxy/compute.py):
 every phone, and every member of the contact lists it names (asked of the upstream, one read a
-list, as the preview does), once per message; one credit per SMS part per destination.
+list, as the preview does), once per message; one credit per SMS part per destination. Credits
+given to a subscriber count against the budgets as a send's do (``spends: {transfer: ...}``):
+its holder spends them where no limit of the proxy's reaches.
 
 Budgets are reserved before the send goes out and settled after it: the charge stays when the
 send went out or may have (a timeout, a lost answer, a cancellation, a bug), and is given back
@@ -218,7 +220,7 @@ class Guard:
             for policy in POLICIES:
                 if not policy.rate and policy.name in quotas:
                     reserved.append(await self._reserve(who, quotas, policy, spend, now))
-            if "recipients" in quotas:
+            if "recipients" in quotas and spend.destinations:  # a transfer has none
                 await self._rate(who, quotas, POLICIES[1], spend.destinations, sends=True)
         except BaseException:
             await self._give_back(reserved)
@@ -275,7 +277,8 @@ class Guard:
         spent -= spend.credits
         wait = max(1, math.ceil((end - now).total_seconds()))
         kind = "day (from midnight, Israel time)" if policy.window > 3600 else "hour"
-        detail = (f"this send costs {spend.credits} credits"
+        what = "send" if spend.destinations else "transfer to a subscriber"
+        detail = (f"this {what} costs {spend.credits} credits"
                   + ("" if spend.exact else " at least") +
                   f"; these credentials may spend {quota} credits a {kind}, and {spent} are "
                   f"spent; nothing was sent. The budget starts again at {end.isoformat()}")

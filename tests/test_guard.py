@@ -145,6 +145,25 @@ def test_a_send_to_a_contact_list_is_counted_as_its_preview_counts_it():
     assert campaigns(sandbox) == 1
 
 
+def test_credits_given_to_a_subscriber_count_against_the_budget():
+    # Its holder chose its password: the credits are spent, out of the proxy's sight.
+    subscriber = {"name": "Dana Levi", "username": "danalevi", "password": "s3cret-pass",
+                  "sender": "Shop"}
+    with guarded(daily_credits=10) as (client, sandbox):
+        created = client.post("/v1/subscribers", json={**subscriber, "credits": 6})
+        moved = client.post("/v1/subscribers/danalevi/wallet/transfers",
+                            json={"password": "s3cret-pass", "credits": 5})
+        sent = client.post("/v1/messages", json=message(4))
+        spent = policy(client, "daily-credits")["spent"]
+    assert (created.status_code, sent.status_code, moved.status_code) == (201, 202, 429)
+    assert {k: moved.json()[k] for k in ("budget", "spent", "requested")} == {
+        "budget": 10, "spent": 6, "requested": 5}
+    assert "transfer to a subscriber" in moved.json()["detail"]
+    assert spent == 10
+    assert sandbox.state.accounts["danalevi"].credits == 6
+    assert sandbox.state.accounts["demo"].credits == 1000 - 6 - 4
+
+
 class Script:
     """An upstream that answers each send as told, and the credits (GET /v1/limits asks)."""
 
