@@ -151,6 +151,12 @@ def period(policy: Policy, now: datetime) -> tuple[datetime, datetime]:
     return start, datetime.combine(local.date() + timedelta(days=1), day_time(0), ISRAEL)
 
 
+def _until(end: datetime, now: datetime) -> float:
+    """Seconds from ``now`` to ``end``, in real time: Python subtracts two times of one zone as
+    wall clock times, an hour off across a change of Israel's clocks."""
+    return end.timestamp() - now.timestamp()
+
+
 def retry_after(window: tuple[int, float, int, float], limit: int, cost: int,
                 expiry: int) -> int:
     """Seconds until a sliding window counter takes ``cost`` more: the previous window's count
@@ -262,7 +268,7 @@ class Guard:
     def _budget_key(self, who: str, policy: Policy, now: datetime) -> tuple[str, int, datetime]:
         start, end = period(policy, now)
         # Kept a day past its period, whatever its clock: only its own period reads it.
-        expiry = int((end - now).total_seconds()) + 24 * 3600
+        expiry = int(_until(end, now)) + 24 * 3600
         return f"budget/{policy.name}/{who}/{start.astimezone(UTC):%Y%m%dT%H}", expiry, end
 
     async def _reserve(self, who: str, quotas: Quotas, policy: Policy, spend: Spend,
@@ -275,7 +281,7 @@ class Guard:
                 return _Reserved(key, expiry, spend.credits)
             await self.counters.incr(key, expiry, amount=-spend.credits)
         spent -= spend.credits
-        wait = max(1, math.ceil((end - now).total_seconds()))
+        wait = max(1, math.ceil(_until(end, now)))
         kind = "day (from midnight, Israel time)" if policy.window > 3600 else "hour"
         what = "send" if spend.destinations else "transfer to a subscriber"
         detail = (f"this {what} costs {spend.credits} credits"

@@ -130,6 +130,27 @@ def test_a_day_in_israel_is_23_hours_when_the_clocks_go_forward():
             ] == ["2027-03-26T01:00:00+02:00", "2027-03-26T03:00:00+03:00"]
 
 
+@pytest.mark.parametrize(("now", "policy_name", "resets_at", "wait"), [
+    # 2026-10-25 01:30 in Israel, the first time (+03:00): the hour ends at the second 01:00.
+    (datetime(2026, 10, 25, 1, 30, tzinfo=ISRAEL), "hourly-credits",
+     "2026-10-25T01:00:00+02:00", 1800),
+    # The day the clocks go back is 25 hours long: from 01:30 (+03:00), 23.5 hours are left.
+    (datetime(2026, 10, 25, 1, 30, tzinfo=ISRAEL), "daily-credits",
+     "2026-10-26T00:00:00+02:00", 23 * 3600 + 1800),
+    # The day they go forward is 23 hours long: from 01:00 (+02:00), 22 hours are left.
+    (datetime(2026, 3, 27, 1, 0, tzinfo=ISRAEL), "daily-credits",
+     "2026-03-28T00:00:00+03:00", 22 * 3600),
+])
+def test_a_budget_s_retry_after_is_real_time_when_israel_s_clocks_change(
+        now, policy_name, resets_at, wait):
+    with guarded(Clock(now), **{policy_name.replace("-", "_"): 1}) as (client, _):
+        assert client.post("/v1/messages", json=message(1)).status_code == 202
+        refused = client.post("/v1/messages", json=message(1, first=1))
+    assert refused.status_code == 429
+    assert (refused.json()["resets_at"], refused.headers["retry-after"]) == (resets_at,
+                                                                             str(wait))
+
+
 def test_a_send_to_a_contact_list_is_counted_as_its_preview_counts_it():
     with guarded(daily_credits=6) as (client, sandbox):
         listed = client.post("/v1/contact-lists", json={
