@@ -67,6 +67,7 @@ from proxy.errors import (
 )
 from proxy.metrics import Metrics
 from proxy.settings import OPTIONS, Settings, SettingsError, named
+from proxy.store.counters import GivesBack
 from proxy.types import JSON, Clock
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator
@@ -175,7 +176,6 @@ def retry_after(window: tuple[int, float, int, float], limit: int, cost: int,
 @dataclass(frozen=True, slots=True)
 class _Reserved:
     key: str
-    expiry: int
     credits: int
 
 
@@ -184,6 +184,7 @@ class Guard:
                  clock: Clock, metrics: Metrics) -> None:
         self.counters, self.default, self.keys = counters, default, keys
         self.windows = cast(SlidingWindowCounterSupport, counters)
+        self.giving = cast(GivesBack, counters)  # every engine of open_counters
         self.limiter = SlidingWindowCounterRateLimiter(counters)
         self.clock, self.metrics = clock, metrics
 
@@ -278,8 +279,8 @@ class Guard:
         with self._counters():
             spent = await self.counters.incr(key, expiry, amount=spend.credits)
             if spent <= quota:
-                return _Reserved(key, expiry, spend.credits)
-            await self.counters.incr(key, expiry, amount=-spend.credits)
+                return _Reserved(key, spend.credits)
+            await self.giving.give_back(key, spend.credits)
         spent -= spend.credits
         wait = max(1, math.ceil(_until(end, now)))
         kind = "day (from midnight, Israel time)" if policy.window > 3600 else "hour"
@@ -298,7 +299,7 @@ class Guard:
         with anyio.CancelScope(shield=True):
             for budget in reserved:
                 try:
-                    await self.counters.incr(budget.key, budget.expiry, amount=-budget.credits)
+                    await self.giving.give_back(budget.key, budget.credits)
                 except StorageError as exc:  # the charge stays: the budget errs on the safe side
                     log.warning("could not give back a send's credits to its budget",
                                 extra={"reason": str(exc)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -252,6 +253,21 @@ def test_the_limits_are_read_with_the_account_s_credits_and_checked_credentials(
     assert (mine["time_zone"], mine["available_credits"]) == ("Asia/Jerusalem", 998)
     assert [p["name"] for p in mine["policies"]] == ["requests", "recipients", "daily-credits"]
     assert (wrong.status_code, wrong.json()["type"]) == (401, "/problems/invalid-credentials")
+
+
+def test_made_up_credentials_leave_no_budget_behind(tmp_path):
+    # Each made-up token reserves, is refused by SMS Leads (401) and gets its credits back:
+    # its counter goes with them, or a script of made-up tokens fills the store for two days.
+    with guarded(daily_credits=10, state_dir=str(tmp_path)) as (client, _):
+        made_up = [client.post("/v1/messages", json=message(1 + n % 12),
+                               headers=basic("demo", f"made-up-{n}")).status_code
+                   for n in range(24)]
+        sent = client.post("/v1/messages", json=message(2))
+    state = sqlite3.connect(tmp_path / "state.sqlite")
+    budgets = state.execute("SELECT value FROM counters WHERE key LIKE 'budget/%'").fetchall()
+    state.close()
+    assert sorted(set(made_up)) == [401, 429] and sent.status_code == 202
+    assert budgets == [(2,)]
 
 
 def test_reads_and_previews_are_never_limited():
