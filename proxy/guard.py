@@ -108,22 +108,24 @@ def quotas(settings: Settings, tenant: Tenant | None) -> tuple[Quotas, dict[str,
     default = {p.name: value for p in POLICIES
                if (value := getattr(settings, p.setting)) is not None}
     keys = {} if tenant is None else {
-        "key:" + key.hex(): _own(default, chosen) for key, chosen in tenant.settings.items()}
+        "key:" + key.hex(): _own(default, chosen, tenant.lines.get(key, 0))
+        for key, chosen in tenant.settings.items()}
     return default, keys
 
 
-def _own(default: Quotas, chosen: Mapping[str, str]) -> Quotas:
+def _own(default: Quotas, chosen: Mapping[str, str], line: int) -> Quotas:
     own = dict(default)
     by_flag = {o.flag[2:]: o for o in OPTIONS if o.field in {p.setting for p in POLICIES}}
+    where = f"invalid {named('api_keys_file')}, line {line}"
     for name, text in chosen.items():
         option = by_flag.get(name)
         if option is None:
-            raise SettingsError(f"invalid {named('api_keys_file')}: a key's setting is one of "
-                                f"{', '.join(by_flag)}, not {name[:40]!r}")
+            raise SettingsError(f"{where}: a key's setting is one of {', '.join(by_flag)}, "
+                                f"not {name[:40]!r}")
         try:
             value = option.parse(text)
         except ValueError as exc:
-            raise SettingsError(f"invalid {named('api_keys_file')}: {name}={text[:40]!r} "
+            raise SettingsError(f"{where}: {name}={text[:40]!r} "
                                 f"({exc if 'must' in str(exc) else 'not a number'})") from exc
         policy = next(p for p in POLICIES if p.setting == option.field)
         if value is None:

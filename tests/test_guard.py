@@ -341,9 +341,13 @@ def test_a_key_of_the_keys_file_has_its_own_quotas(tmp_path):
     (f"{KEY_A} daily-credits", "as name=value"),
     (f"{KEY_A} daily-credits=1 daily-credits=2", "each once"),
 ])
-def test_a_wrong_setting_of_a_key_stops_the_start(tmp_path, line, said):
-    with pytest.raises(SettingsError, match="--api-keys-file") as refused:
-        create_app(tenant_settings(tmp_path, line + "\n"))
+def test_a_wrong_setting_of_a_key_stops_the_start_naming_its_line(tmp_path, line, said):
+    # Among thousands of keys, the line is what the operator needs.
+    keys = "".join(f"key-{n:04d}-0123456789abcdef daily-credits={n}\n" for n in range(2000))
+    with pytest.raises(SettingsError) as refused:
+        create_app(tenant_settings(tmp_path, f"# the shop\n{keys}\n{line}\n"))
+    assert str(refused.value).startswith("invalid --api-keys-file/")
+    assert ", line 2003: " in str(refused.value)
     assert said in str(refused.value)
 
 
