@@ -7,6 +7,7 @@ loop of sends at its limit between them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
@@ -28,7 +29,7 @@ from proxy.guard import POLICIES, period
 from proxy.sandbox import Account, FixedClock, Sandbox
 from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings, SettingsError
-from tests.conftest import BASIC, NOW, Clock, redis_process
+from tests.conftest import BASIC, NOW, Clock, redis_process, serving
 from tests.processes import Server, running
 
 ISRAEL = ZoneInfo("Asia/Jerusalem")
@@ -184,6 +185,22 @@ def test_credits_given_to_a_subscriber_count_against_the_budget():
     assert spent == 10
     assert sandbox.state.accounts["danalevi"].credits == 6
     assert sandbox.state.accounts["demo"].credits == 1000 - 6 - 4
+
+
+async def test_concurrent_sends_through_two_workers_stop_exactly_at_the_budget(tmp_path):
+    # A reservation is one increment of the shared counter: no two sends both take its last
+    # credit, however they interleave (two apps on one state file, as two workers are).
+    sandbox = Sandbox(clock=FixedClock(NOW), seed=1)
+    transport = httpx.ASGITransport(app=create_sandbox(sandbox))
+    settings = Settings(upstream_url="http://sandbox.test/api", state_dir=str(tmp_path),
+                        daily_credits=30, requests_per_second=None, recipients_per_minute=None)
+    one_app, two_app = (create_app(settings, transport=transport, clock=Clock()) for _ in "12")
+    async with serving(one_app) as one, serving(two_app) as two:
+        answers = await asyncio.gather(*((one, two)[n % 2].post(
+            "/v1/messages", json=message(1, first=n)) for n in range(60)))
+    statuses = [answer.status_code for answer in answers]
+    assert (statuses.count(202), statuses.count(429)) == (30, 30)
+    assert sandbox.state.accounts["demo"].credits == 1000 - 30
 
 
 class Script:
