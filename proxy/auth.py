@@ -116,6 +116,7 @@ class Tenant:
     digests: tuple[bytes, ...] = field(repr=False)
     # A key's own settings from its line of the keys file, by the key's digest: {name: value}.
     settings: Mapping[bytes, Mapping[str, str]] = field(default_factory=dict, repr=False)
+    lines: Mapping[bytes, int] = field(default_factory=dict, repr=False)  # where each was
 
     def credentials(self, headers: Headers) -> Credentials:
         presented = digest(_presented_key(headers))
@@ -147,23 +148,24 @@ def _presented_key(headers: Headers) -> str:
     return key
 
 
-def _lines(path: str) -> list[str]:
+def _lines(path: str) -> list[tuple[int, str]]:
     text = Path(path).read_text("utf-8")
-    return [line.strip() for line in text.splitlines()
+    return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _key_settings(line: str) -> tuple[str, dict[str, str]]:
-    """A line of the keys file: its key, and the ``name=value`` settings that follow it."""
+def _key_settings(number: int, line: str) -> tuple[str, dict[str, str], int]:
+    """A line of the keys file: its key, the ``name=value`` settings that follow it, and its
+    number (for the guard's errors, which judge the settings)."""
     key, *words = line.split()
     settings: dict[str, str] = {}
     for word in words:
         name, equals, value = word.partition("=")
         if not (equals and name and value) or name in settings:
-            raise SettingsError(f"invalid {named('api_keys_file')}: after a key come its "
-                                f"settings, each once, as name=value, not {word[:40]!r}")
+            raise SettingsError(f"invalid {named('api_keys_file')}, line {number}: after a key "
+                                f"come its settings, each once, as name=value, not {word[:40]!r}")
         settings[name] = value
-    return key, settings
+    return key, settings, number
 
 
 def _key_digest(entry: str, origin: str) -> bytes:
@@ -196,16 +198,16 @@ def tenant(settings: Settings) -> Tenant | None:
     """The single-tenant account of these settings; None when the proxy passes credentials
     through. Half a setup stops the start: an account without keys would be an open relay."""
     entries: list[tuple[str, str]] = []
-    own: list[tuple[str, dict[str, str]]] = []  # the keys file's keys with their settings
+    own: list[tuple[str, dict[str, str], int]] = []  # the keys file's keys, settings, lines
     if settings.api_keys is not None:
         entries += [(key.strip(), named("api_keys"))
                     for key in settings.api_keys.split(",") if key.strip()]
     if settings.api_keys_file is not None:
         try:
-            own = [_key_settings(line) for line in _lines(settings.api_keys_file)]
+            own = [_key_settings(*line) for line in _lines(settings.api_keys_file)]
         except (OSError, UnicodeDecodeError) as exc:
             raise SettingsError(f"invalid {named('api_keys_file')}: cannot read it") from exc
-        entries += [(key, named("api_keys_file")) for key, _ in own]
+        entries += [(key, named("api_keys_file")) for key, _, _ in own]
     token, username = _held_token(settings), settings.username
     if not entries and token is None and username is None:
         return None
@@ -221,7 +223,8 @@ def tenant(settings: Settings) -> Tenant | None:
     digests = tuple(_key_digest(entry, origin) for entry, origin in entries)
     if digest(token) in digests:
         raise SettingsError(f"invalid {keys_named}: an API key must not be the SMS Leads token")
+    file = named("api_keys_file")
     return Tenant(username, token, digests,
-                  {_key_digest(key, named("api_keys_file")): chosen
-                   for key, chosen in own if chosen})
+                  {_key_digest(key, file): chosen for key, chosen, _ in own if chosen},
+                  {_key_digest(key, file): number for key, chosen, number in own if chosen})
 

@@ -12,6 +12,9 @@ A computation learns what only the upstream knows by asking other operations of 
 (proxy/pricing.py, the rules the sandbox charges by), the credits of the whole send, the
 account's credits now and whether they cover it. Its ``spend`` counts the same without asking
 the credits: what the spend guard (proxy/guard.py) charges a send before it goes out.
+
+``transfer`` reads the credits a request moves out of the account (to a subscriber, who spends
+them beyond the proxy's sight): what the guard charges it, as it charges a send.
 """
 
 from __future__ import annotations
@@ -196,6 +199,27 @@ def _answer(tally: _Tally, available: JSON) -> JSON:
     return answer
 
 
+# ── transfer ────────────────────────────────────────────────────────────────────────────────
+
+
+def transfer(argument: Any) -> Computation:
+    if not (isinstance(argument, dict) and set(argument) == {"credits"}):
+        raise ValueError("needs {credits: <ElementPath>}")
+    path = str(argument["credits"])
+
+    async def spend(envelope: etree._Element, ask: Ask) -> Spend:
+        # Digits only, as the upstream takes them (validated before); anything else it refuses.
+        raw = (envelope.findtext(path) or "").strip()
+        return Spend(0, int(raw) if raw.isdigit() else 0, exact=True)
+
+    async def run(envelope: etree._Element, ask: Ask) -> JSON:
+        counted = await spend(envelope, ask)
+        return {"credits": counted.credits, "exact": counted.exact}
+
+    return Computation("transfer", run, (), spend)
+
+
 COMPUTATIONS: dict[str, Callable[[Any], Computation]] = {
     "price": price,
+    "transfer": transfer,
 }

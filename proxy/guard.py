@@ -1,11 +1,11 @@
 """The spend guard: rate limits and credit budgets per credential, checked before a request goes
 upstream, so that a runaway loop, a leaked key or a list sent to twice cannot spend the account.
 
-    policy          counts                                        over
-    requests        requests that change state                    1 s, sliding
-    recipients      the destinations of sends                     60 s, sliding
-    daily-credits   the credits of sends                          the day, from midnight in Israel
-    hourly-credits  the credits of sends                          the hour, from its start
+    policy          counts                                          over
+    requests        requests that change state                      1 s, sliding
+    recipients      the destinations of sends                       60 s, sliding
+    daily-credits   the credits of sends, and given to subscribers  the day, from midnight in Israel
+    hourly-credits  the credits of sends, and given to subscribers  the hour, from its start
 
 A credential is the SMS Leads token, or in single-tenant mode the proxy API key that was
 recognised (auth.Credentials.principal); each may have its own quotas (a key's line of the keys
@@ -14,7 +14,9 @@ file). Only what really goes upstream is counted: the guard runs in the operatio
 
 A send is counted by its preview's computation (mapping.yaml's ``spends:``, proxy/compute.py):
 every phone, and every member of the contact lists it names (asked of the upstream, one read a
-list, as the preview does), once per message; one credit per SMS part per destination.
+list, as the preview does), once per message; one credit per SMS part per destination. Credits
+given to a subscriber count against the budgets as a send's do (``spends: {transfer: ...}``):
+its holder spends them where no limit of the proxy's reaches.
 
 Budgets are reserved before the send goes out and settled after it: the charge stays when the
 send went out or may have (a timeout, a lost answer, a cancellation, a bug), and is given back
@@ -65,6 +67,7 @@ from proxy.errors import (
 )
 from proxy.metrics import Metrics
 from proxy.settings import OPTIONS, Settings, SettingsError, named
+from proxy.store.counters import GivesBack
 from proxy.types import JSON, Clock
 from proxy.upstream import Upstream
 from proxy.validation import OperationValidator
@@ -105,22 +108,24 @@ def quotas(settings: Settings, tenant: Tenant | None) -> tuple[Quotas, dict[str,
     default = {p.name: value for p in POLICIES
                if (value := getattr(settings, p.setting)) is not None}
     keys = {} if tenant is None else {
-        "key:" + key.hex(): _own(default, chosen) for key, chosen in tenant.settings.items()}
+        "key:" + key.hex(): _own(default, chosen, tenant.lines.get(key, 0))
+        for key, chosen in tenant.settings.items()}
     return default, keys
 
 
-def _own(default: Quotas, chosen: Mapping[str, str]) -> Quotas:
+def _own(default: Quotas, chosen: Mapping[str, str], line: int) -> Quotas:
     own = dict(default)
     by_flag = {o.flag[2:]: o for o in OPTIONS if o.field in {p.setting for p in POLICIES}}
+    where = f"invalid {named('api_keys_file')}, line {line}"
     for name, text in chosen.items():
         option = by_flag.get(name)
         if option is None:
-            raise SettingsError(f"invalid {named('api_keys_file')}: a key's setting is one of "
-                                f"{', '.join(by_flag)}, not {name[:40]!r}")
+            raise SettingsError(f"{where}: a key's setting is one of {', '.join(by_flag)}, "
+                                f"not {name[:40]!r}")
         try:
             value = option.parse(text)
         except ValueError as exc:
-            raise SettingsError(f"invalid {named('api_keys_file')}: {name}={text[:40]!r} "
+            raise SettingsError(f"{where}: {name}={text[:40]!r} "
                                 f"({exc if 'must' in str(exc) else 'not a number'})") from exc
         policy = next(p for p in POLICIES if p.setting == option.field)
         if value is None:
@@ -149,6 +154,12 @@ def period(policy: Policy, now: datetime) -> tuple[datetime, datetime]:
     return start, datetime.combine(local.date() + timedelta(days=1), day_time(0), ISRAEL)
 
 
+def _until(end: datetime, now: datetime) -> float:
+    """Seconds from ``now`` to ``end``, in real time: Python subtracts two times of one zone as
+    wall clock times, an hour off across a change of Israel's clocks."""
+    return end.timestamp() - now.timestamp()
+
+
 def retry_after(window: tuple[int, float, int, float], limit: int, cost: int,
                 expiry: int) -> int:
     """Seconds until a sliding window counter takes ``cost`` more: the previous window's count
@@ -167,7 +178,6 @@ def retry_after(window: tuple[int, float, int, float], limit: int, cost: int,
 @dataclass(frozen=True, slots=True)
 class _Reserved:
     key: str
-    expiry: int
     credits: int
 
 
@@ -176,6 +186,7 @@ class Guard:
                  clock: Clock, metrics: Metrics) -> None:
         self.counters, self.default, self.keys = counters, default, keys
         self.windows = cast(SlidingWindowCounterSupport, counters)
+        self.giving = cast(GivesBack, counters)  # every engine of open_counters
         self.limiter = SlidingWindowCounterRateLimiter(counters)
         self.clock, self.metrics = clock, metrics
 
@@ -218,7 +229,7 @@ class Guard:
             for policy in POLICIES:
                 if not policy.rate and policy.name in quotas:
                     reserved.append(await self._reserve(who, quotas, policy, spend, now))
-            if "recipients" in quotas:
+            if "recipients" in quotas and spend.destinations:  # a transfer has none
                 await self._rate(who, quotas, POLICIES[1], spend.destinations, sends=True)
         except BaseException:
             await self._give_back(reserved)
@@ -260,7 +271,7 @@ class Guard:
     def _budget_key(self, who: str, policy: Policy, now: datetime) -> tuple[str, int, datetime]:
         start, end = period(policy, now)
         # Kept a day past its period, whatever its clock: only its own period reads it.
-        expiry = int((end - now).total_seconds()) + 24 * 3600
+        expiry = int(_until(end, now)) + 24 * 3600
         return f"budget/{policy.name}/{who}/{start.astimezone(UTC):%Y%m%dT%H}", expiry, end
 
     async def _reserve(self, who: str, quotas: Quotas, policy: Policy, spend: Spend,
@@ -270,12 +281,13 @@ class Guard:
         with self._counters():
             spent = await self.counters.incr(key, expiry, amount=spend.credits)
             if spent <= quota:
-                return _Reserved(key, expiry, spend.credits)
-            await self.counters.incr(key, expiry, amount=-spend.credits)
+                return _Reserved(key, spend.credits)
+            await self.giving.give_back(key, spend.credits)
         spent -= spend.credits
-        wait = max(1, math.ceil((end - now).total_seconds()))
+        wait = max(1, math.ceil(_until(end, now)))
         kind = "day (from midnight, Israel time)" if policy.window > 3600 else "hour"
-        detail = (f"this send costs {spend.credits} credits"
+        what = "send" if spend.destinations else "transfer to a subscriber"
+        detail = (f"this {what} costs {spend.credits} credits"
                   + ("" if spend.exact else " at least") +
                   f"; these credentials may spend {quota} credits a {kind}, and {spent} are "
                   f"spent; nothing was sent. The budget starts again at {end.isoformat()}")
@@ -289,7 +301,7 @@ class Guard:
         with anyio.CancelScope(shield=True):
             for budget in reserved:
                 try:
-                    await self.counters.incr(budget.key, budget.expiry, amount=-budget.credits)
+                    await self.giving.give_back(budget.key, budget.credits)
                 except StorageError as exc:  # the charge stays: the budget errs on the safe side
                     log.warning("could not give back a send's credits to its budget",
                                 extra={"reason": str(exc)})

@@ -428,27 +428,37 @@ def _check_asks(reader: _Reader, operations: tuple[Operation, ...]) -> None:
                     f"asks {asked!r}, which is no GET operation of the table")
 
 
-def _resolve_spends(reader: _Reader, operations: tuple[Operation, ...]
-                    ) -> tuple[Operation, ...]:
+def _resolve_spends(reader: _Reader, operations: tuple[Operation, ...],
+                    loader: _Loader) -> tuple[Operation, ...]:
     """``spends: <operationId>``: an operation whose computation counts sends, of the same
-    command and request, so that it counts exactly the envelope this operation sends."""
+    command and request, so that it counts exactly the envelope this operation sends; or
+    ``spends: {computation: argument}``, one that reads this operation's own envelope."""
     by_id = {op.operation_id: op for op in operations}
     resolved = []
     for op in operations:
-        named = reader.child(op.operation_id).text("spends")
-        if named is not None:
-            counter = by_id.get(named)
+        if "spends" in reader.child(op.operation_id).data:
             at = reader.child(op.operation_id).child("spends")
-            if counter is None or counter.compute is None or counter.compute.spend is None:
-                raise at.fail(f"{named!r} is no operation whose computation counts a send")
-            same = ("command", "request")  # as written: the same words make the same envelope
-            if any(reader.child(named).data.get(key) != reader.child(op.operation_id).data.get(key)
-                   for key in same):
-                raise at.fail(f"{named!r} does not make the envelope this operation sends "
-                              "(another command or request)")
-            op = replace(op, spends=counter.compute)
+            counter = loader.computation(at) if isinstance(at.data, dict) else _spent_as(
+                reader, op, str(at.data), by_id)
+            if counter.spend is None:
+                raise at.fail(f"the {counter.name} computation counts no spending")
+            op = replace(op, spends=counter)
         resolved.append(op)
     return tuple(resolved)
+
+
+def _spent_as(reader: _Reader, op: Operation, named: str,
+              by_id: Mapping[str, Operation]) -> Computation:
+    counter = by_id.get(named)
+    at = reader.child(op.operation_id).child("spends")
+    if counter is None or counter.compute is None or counter.compute.spend is None:
+        raise at.fail(f"{named!r} is no operation whose computation counts a send")
+    same = ("command", "request")  # as written: the same words make the same envelope
+    if any(reader.child(named).data.get(key) != reader.child(op.operation_id).data.get(key)
+           for key in same):
+        raise at.fail(f"{named!r} does not make the envelope this operation sends "
+                      "(another command or request)")
+    return counter.compute
 
 
 def _read_yaml(name: str) -> Any:
@@ -500,7 +510,7 @@ def load_table(data: Any | None = None, status_data: Any | None = None,
             raise ops_reader.child(op.operation_id).fail(f"same http as {seen[key]}")
         seen[key] = op.operation_id
     _check_asks(ops_reader, operations)
-    operations = _resolve_spends(ops_reader, operations)
+    operations = _resolve_spends(ops_reader, operations, loader)
     unclosed: tuple[str, ...] = ()
     if "answers" in data:
         answers = top.child("answers")

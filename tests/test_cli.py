@@ -49,11 +49,16 @@ def test_help_names_every_flag_and_variable():
 
 
 def test_settings_from_the_environment_and_flags_win(tmp_path):
-    env = {"SMSLEADS_SANDBOX": "true", "SMSLEADS_MAX_BODY_BYTES": "50"}
-    with running(tmp_path, ["--max-body-bytes", "100"], env=env) as server:
+    env = {"SMSLEADS_SANDBOX": "true", "SMSLEADS_MAX_BODY_BYTES": "50",
+           "SMSLEADS_REQUESTS_PER_SECOND": "7"}
+    # `none` turns a default limit off, through the environment the workers read theirs from.
+    args = ["--max-body-bytes", "100", "--requests-per-second", "none"]
+    with running(tmp_path, args, env=env) as server:
         small = httpx.post(server.base + "/v1/messages", auth=("demo", "demo-token"),
                            json={"text": "x" * 70})
         large = httpx.post(server.base + "/v1/messages", auth=("demo", "demo-token"),
                            json={"text": "x" * 120})
+        limits = httpx.get(server.base + "/v1/limits", auth=("demo", "demo-token")).json()
     assert small.status_code == 422  # read (flag: 100 bytes), then refused by the schema
     assert large.status_code == 413
+    assert [policy["name"] for policy in limits["policies"]] == ["recipients"]

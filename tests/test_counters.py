@@ -22,7 +22,7 @@ from limits.errors import StorageError
 import proxy.store.counters as counters_module
 from proxy.guard import retry_after
 from proxy.settings import Settings
-from proxy.store.counters import SqliteCounters, open_counters
+from proxy.store.counters import RedisCounters, SqliteCounters, open_counters
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
 from proxy.store.sqlite import SqliteStore
@@ -63,6 +63,31 @@ async def test_a_counter_lives_for_its_expiry(counters):
     assert await counters.get("brief") == 0
     assert await counters.incr("brief", 60, amount=1) == 1
     assert await counters.get("long") == 2
+
+
+async def held(counters) -> set[str]:
+    """The counters' keys the engine holds, whatever their values."""
+    if isinstance(counters, SqliteCounters):
+        rows = await counters.store._run(
+            lambda db: db.execute("SELECT key FROM counters").fetchall())
+        return {row[0] for row in rows}
+    if isinstance(counters, RedisCounters):
+        prefix = counters_module.PREFIX + ":"
+        client = counters.bridge.get_connection()
+        return {key.decode()[len(prefix):] async for key in client.scan_iter(prefix + "*")}
+    return set(counters.storage)
+
+
+async def test_a_counter_given_back_to_nothing_is_gone(counters):
+    # A made-up credential's reservation, given back when SMS Leads refuses it, leaves nothing.
+    await counters.incr("budget/a", 3600, amount=5)
+    await counters.incr("budget/b", 3600, amount=5)
+    assert await counters.give_back("budget/a", 2) == 3
+    assert await counters.give_back("budget/b", 5) == 0
+    assert await held(counters) == {"budget/a"}
+    assert await counters.give_back("budget/a", 3) == 0
+    assert await held(counters) == set()
+    assert await counters.incr("budget/a", 3600, amount=4) == 4
 
 
 async def test_a_sliding_window_takes_costs_up_to_its_limit(counters):

@@ -7,8 +7,10 @@ loop of sends at its limit between them."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +29,7 @@ from proxy.guard import POLICIES, period
 from proxy.sandbox import Account, FixedClock, Sandbox
 from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings, SettingsError
-from tests.conftest import BASIC, NOW, Clock, redis_process
+from tests.conftest import BASIC, NOW, Clock, redis_process, serving
 from tests.processes import Server, running
 
 ISRAEL = ZoneInfo("Asia/Jerusalem")
@@ -130,6 +132,27 @@ def test_a_day_in_israel_is_23_hours_when_the_clocks_go_forward():
             ] == ["2027-03-26T01:00:00+02:00", "2027-03-26T03:00:00+03:00"]
 
 
+@pytest.mark.parametrize(("now", "policy_name", "resets_at", "wait"), [
+    # 2026-10-25 01:30 in Israel, the first time (+03:00): the hour ends at the second 01:00.
+    (datetime(2026, 10, 25, 1, 30, tzinfo=ISRAEL), "hourly-credits",
+     "2026-10-25T01:00:00+02:00", 1800),
+    # The day the clocks go back is 25 hours long: from 01:30 (+03:00), 23.5 hours are left.
+    (datetime(2026, 10, 25, 1, 30, tzinfo=ISRAEL), "daily-credits",
+     "2026-10-26T00:00:00+02:00", 23 * 3600 + 1800),
+    # The day they go forward is 23 hours long: from 01:00 (+02:00), 22 hours are left.
+    (datetime(2026, 3, 27, 1, 0, tzinfo=ISRAEL), "daily-credits",
+     "2026-03-28T00:00:00+03:00", 22 * 3600),
+])
+def test_a_budget_s_retry_after_is_real_time_when_israel_s_clocks_change(
+        now, policy_name, resets_at, wait):
+    with guarded(Clock(now), **{policy_name.replace("-", "_"): 1}) as (client, _):
+        assert client.post("/v1/messages", json=message(1)).status_code == 202
+        refused = client.post("/v1/messages", json=message(1, first=1))
+    assert refused.status_code == 429
+    assert (refused.json()["resets_at"], refused.headers["retry-after"]) == (resets_at,
+                                                                             str(wait))
+
+
 def test_a_send_to_a_contact_list_is_counted_as_its_preview_counts_it():
     with guarded(daily_credits=6) as (client, sandbox):
         listed = client.post("/v1/contact-lists", json={
@@ -143,6 +166,41 @@ def test_a_send_to_a_contact_list_is_counted_as_its_preview_counts_it():
     assert spent == price["credits"]
     assert (refused.status_code, refused.json()["requested"]) == (429, 3)  # the list again
     assert campaigns(sandbox) == 1
+
+
+def test_credits_given_to_a_subscriber_count_against_the_budget():
+    # Its holder chose its password: the credits are spent, out of the proxy's sight.
+    subscriber = {"name": "Dana Levi", "username": "danalevi", "password": "s3cret-pass",
+                  "sender": "Shop"}
+    with guarded(daily_credits=10) as (client, sandbox):
+        created = client.post("/v1/subscribers", json={**subscriber, "credits": 6})
+        moved = client.post("/v1/subscribers/danalevi/wallet/transfers",
+                            json={"password": "s3cret-pass", "credits": 5})
+        sent = client.post("/v1/messages", json=message(4))
+        spent = policy(client, "daily-credits")["spent"]
+    assert (created.status_code, sent.status_code, moved.status_code) == (201, 202, 429)
+    assert {k: moved.json()[k] for k in ("budget", "spent", "requested")} == {
+        "budget": 10, "spent": 6, "requested": 5}
+    assert "transfer to a subscriber" in moved.json()["detail"]
+    assert spent == 10
+    assert sandbox.state.accounts["danalevi"].credits == 6
+    assert sandbox.state.accounts["demo"].credits == 1000 - 6 - 4
+
+
+async def test_concurrent_sends_through_two_workers_stop_exactly_at_the_budget(tmp_path):
+    # A reservation is one increment of the shared counter: no two sends both take its last
+    # credit, however they interleave (two apps on one state file, as two workers are).
+    sandbox = Sandbox(clock=FixedClock(NOW), seed=1)
+    transport = httpx.ASGITransport(app=create_sandbox(sandbox))
+    settings = Settings(upstream_url="http://sandbox.test/api", state_dir=str(tmp_path),
+                        daily_credits=30, requests_per_second=None, recipients_per_minute=None)
+    one_app, two_app = (create_app(settings, transport=transport, clock=Clock()) for _ in "12")
+    async with serving(one_app) as one, serving(two_app) as two:
+        answers = await asyncio.gather(*((one, two)[n % 2].post(
+            "/v1/messages", json=message(1, first=n)) for n in range(60)))
+    statuses = [answer.status_code for answer in answers]
+    assert (statuses.count(202), statuses.count(429)) == (30, 30)
+    assert sandbox.state.accounts["demo"].credits == 1000 - 30
 
 
 class Script:
@@ -212,6 +270,21 @@ def test_the_limits_are_read_with_the_account_s_credits_and_checked_credentials(
     assert (mine["time_zone"], mine["available_credits"]) == ("Asia/Jerusalem", 998)
     assert [p["name"] for p in mine["policies"]] == ["requests", "recipients", "daily-credits"]
     assert (wrong.status_code, wrong.json()["type"]) == (401, "/problems/invalid-credentials")
+
+
+def test_made_up_credentials_leave_no_budget_behind(tmp_path):
+    # Each made-up token reserves, is refused by SMS Leads (401) and gets its credits back:
+    # its counter goes with them, or a script of made-up tokens fills the store for two days.
+    with guarded(daily_credits=10, state_dir=str(tmp_path)) as (client, _):
+        made_up = [client.post("/v1/messages", json=message(1 + n % 12),
+                               headers=basic("demo", f"made-up-{n}")).status_code
+                   for n in range(24)]
+        sent = client.post("/v1/messages", json=message(2))
+    state = sqlite3.connect(tmp_path / "state.sqlite")
+    budgets = state.execute("SELECT value FROM counters WHERE key LIKE 'budget/%'").fetchall()
+    state.close()
+    assert sorted(set(made_up)) == [401, 429] and sent.status_code == 202
+    assert budgets == [(2,)]
 
 
 def test_reads_and_previews_are_never_limited():
@@ -285,9 +358,13 @@ def test_a_key_of_the_keys_file_has_its_own_quotas(tmp_path):
     (f"{KEY_A} daily-credits", "as name=value"),
     (f"{KEY_A} daily-credits=1 daily-credits=2", "each once"),
 ])
-def test_a_wrong_setting_of_a_key_stops_the_start(tmp_path, line, said):
-    with pytest.raises(SettingsError, match="--api-keys-file") as refused:
-        create_app(tenant_settings(tmp_path, line + "\n"))
+def test_a_wrong_setting_of_a_key_stops_the_start_naming_its_line(tmp_path, line, said):
+    # Among thousands of keys, the line is what the operator needs.
+    keys = "".join(f"key-{n:04d}-0123456789abcdef daily-credits={n}\n" for n in range(2000))
+    with pytest.raises(SettingsError) as refused:
+        create_app(tenant_settings(tmp_path, f"# the shop\n{keys}\n{line}\n"))
+    assert str(refused.value).startswith("invalid --api-keys-file/")
+    assert ", line 2003: " in str(refused.value)
     assert said in str(refused.value)
 
 

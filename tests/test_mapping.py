@@ -57,6 +57,8 @@ def _broken(edit) -> dict:
     (lambda d: d["operations"]["previewMessage"]["compute"]["price"].update(
         credits="sendMessage"),
      "operations.previewMessage.compute: asks 'sendMessage', which is no GET operation"),
+    (lambda d: d["operations"]["createSubscriber"].update(spends={"transfer": {}}),
+     "operations.createSubscriber.spends.transfer: needs {credits: <ElementPath>}"),
     (lambda d: d["operations"]["previewMessage"].update(response={"x": {"from": "x"}}),
      "operations.previewMessage: a computed operation's answer is the computation's"),
     (lambda d: d["operations"]["getBalance"].update(http="GET /v1/messages/bulk"),

@@ -14,6 +14,11 @@ for the SQLite state file, shared by the workers of one host, :class:`SqliteCoun
 thread, in its commit groups. It follows the library's Redis scripts: a window starts at its
 first hit, and the current counter, once its window is over, becomes the previous one.
 
+Beside limits' interface, every engine gives back in one step (:class:`GivesBack`): a counter
+taken down to nothing is deleted at once, so that what a credential reserved and got back
+leaves no trace, however many made-up credentials try (a budget's counter otherwise outlives
+its day by another), and no reservation landing in between is lost.
+
 Failures come out as ``limits.errors.StorageError`` (``wrap_exceptions``), for the caller to
 translate in one place. The counters know nothing of what they count.
 """
@@ -23,14 +28,19 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from limits.aio.storage import MemoryStorage, RedisStorage, SlidingWindowCounterSupport, Storage
+from limits.errors import StorageError
 
 from proxy.store import Store, StoreError
 
 if TYPE_CHECKING:
+    import redis.asyncio
+
     from proxy.settings import Settings
     from proxy.store.sqlite import SqliteStore
 
@@ -48,6 +58,49 @@ CREATE INDEX IF NOT EXISTS counters_by_expiry ON counters (expires);
 """
 
 
+# DECRBY, and the key deleted when nothing is left: one script, so one step for Redis.
+GIVE_BACK = """
+local left = redis.call('DECRBY', KEYS[1], ARGV[1])
+if left <= 0 then redis.call('DEL', KEYS[1]) end
+return left
+"""
+
+
+class GivesBack(ABC):
+    @abstractmethod
+    async def give_back(self, key: str, amount: int) -> int:
+        """Take ``amount`` off the counter, deleting it if nothing is left; what is left."""
+
+
+@contextmanager
+def _wrapped(storage: Storage) -> Iterator[None]:
+    """The engine's failures as limits' StorageError, as its own methods raise them."""
+    try:
+        yield
+    except storage.base_exceptions as exc:
+        raise StorageError(exc) from exc
+
+
+class MemoryCounters(MemoryStorage, GivesBack):
+    async def give_back(self, key: str, amount: int) -> int:
+        left = await self.decr(key, amount)  # and nothing awaited before the key goes
+        if left <= 0:
+            await self.clear(key)
+        return left
+
+
+class RedisCounters(RedisStorage, GivesBack):
+    def __init__(self, url: str, client: redis.asyncio.Redis) -> None:
+        super().__init__(url, wrap_exceptions=True, implementation="redispy", key_prefix=PREFIX,
+                         # documented by limits, typed there as if options were scalars
+                         connection_pool=client.connection_pool)  # type: ignore[arg-type]
+        self._give_back = client.register_script(GIVE_BACK)
+
+    async def give_back(self, key: str, amount: int) -> int:
+        with _wrapped(self):
+            return int(await self._give_back([f"{PREFIX}:{key}"], [amount]))
+
+
 def _redis_url(url: str) -> str:
     """limits' spelling of a Redis URL: ``async+redis://``, ``async+redis+unix://``."""
     scheme, _, rest = url.partition("://")
@@ -59,16 +112,13 @@ async def open_counters(settings: Settings, store: Store) -> Storage:
     process's memory."""
     kind = settings.store_kind
     if kind == "memory":
-        return MemoryStorage(wrap_exceptions=True)
+        return MemoryCounters(wrap_exceptions=True)
     if kind == "redis":
         from proxy.store.redis import RedisStore
 
         if not isinstance(store, RedisStore):
             raise TypeError("the redis counters need the redis store")
-        return RedisStorage(_redis_url(settings.redis_url or ""), wrap_exceptions=True,
-                            implementation="redispy", key_prefix=PREFIX,
-                            # documented by limits, typed there as if options were scalars
-                            connection_pool=store.client.connection_pool)  # type: ignore[arg-type]
+        return RedisCounters(_redis_url(settings.redis_url or ""), store.client)
     from proxy.store.sqlite import SqliteStore
 
     if not isinstance(store, SqliteStore):
@@ -76,7 +126,7 @@ async def open_counters(settings: Settings, store: Store) -> Storage:
     return await SqliteCounters(store).open()
 
 
-class SqliteCounters(Storage, SlidingWindowCounterSupport):
+class SqliteCounters(Storage, SlidingWindowCounterSupport, GivesBack):
     """`limits` counters in the SQLite state file: one row a counter, ``(value, expires)``."""
 
     STORAGE_SCHEME = None  # made by open_counters, never from a URI
@@ -129,6 +179,18 @@ class SqliteCounters(Storage, SlidingWindowCounterSupport):
             self._put(db, key, value, expires)
             return value
         return await self._write(work)
+
+    async def give_back(self, key: str, amount: int) -> int:
+        def work(db: sqlite3.Connection, now: float) -> int:
+            held = self._live(db, key, now)
+            left = (0 if held is None else held[0]) - amount
+            if held is None or left <= 0:
+                db.execute("DELETE FROM counters WHERE key = ?", (key,))
+            else:
+                self._put(db, key, left, held[1])
+            return left
+        with _wrapped(self):
+            return await self._write(work)
 
     async def get(self, key: str) -> int:
         held = await self._read(lambda db, now: self._live(db, key, now))
