@@ -14,8 +14,8 @@ const STATES = new Set(["delivered", "failed", "expired", "not_delivered", "no_c
   "out_of_coverage", "unknown"]);
 const LONG_TEXT = "x".repeat(1005); // 7 SMS parts per recipient
 // 150 recipients of 7 parts: 1050 credits, more than the demo account's 1000 but within the
-// proxy's daily budget (DAILY_CREDITS); 200 of them, 1400 credits, over it.
-const MANY = Array.from({ length: 200 }, (_, i) => `+9725${30000000 + i}`);
+// proxy's daily budget (DAILY_CREDITS); 300 of them, 2100 credits, over it.
+const MANY = Array.from({ length: 300 }, (_, i) => `+9725${30000000 + i}`);
 const POOR = MANY.slice(0, 150);
 
 function check(condition: boolean, what: string, seen?: unknown): void {
@@ -192,7 +192,7 @@ async function main(): Promise<void> {
     sender: "DemoAPI", text: LONG_TEXT, recipients: MANY.map((phone) => ({ phone })) } }), 429);
   const spent = over.problem.spent ?? -1;
   same([over.problem.type, over.problem.budget, over.problem.requested,
-        over.problem.violatedPolicies], ["/problems/budget-exceeded", budget, 1400,
+        over.problem.violatedPolicies], ["/problems/budget-exceeded", budget, 2100,
         ["daily-credits"]], "over the daily budget");
   check(over.problem.resetsAt instanceof Date, "resets at", over.problem.resetsAt);
   const wait = Number(over.headers.get("Retry-After"));

@@ -28,8 +28,8 @@ STATES = {"delivered", "failed", "expired", "not_delivered", "no_credit", "koshe
           "unknown"}
 LONG_TEXT = "x" * 1005  # 7 SMS parts per recipient (153 GSM-7 characters a part)
 # 150 recipients of 7 parts: 1050 credits, more than the demo account's 1000, within the
-# session proxy's daily budget (conftest.BUDGET); 200 of them, 1400 credits, over it.
-MANY = [f"+9725{n:08d}" for n in range(20000000, 20000200)]
+# session proxy's daily budget (conftest.BUDGET); 300 of them, 2100 credits, over it.
+MANY = [f"+9725{n:08d}" for n in range(20000000, 20000300)]
 POOR, OVER = MANY[:150], MANY
 
 
@@ -187,7 +187,7 @@ def test_scenario_through_the_openapi_generator_python_client(sdk, proxy, valida
         problem = over.value.data
         assert (over.value.status, problem.type) == (429, "/problems/budget-exceeded")
         assert (problem.budget, problem.requested, problem.violated_policies) == (
-            BUDGET, 1400, ["daily-credits"])
+            BUDGET, 2100, ["daily-credits"])
         assert problem.resets_at.utcoffset() in (timedelta(hours=2), timedelta(hours=3))
         wait = int(over.value.headers["Retry-After"])
         assert over.value.headers["RateLimit"] == (
@@ -365,7 +365,7 @@ def test_scenario_through_the_openapi_python_client(opc, proxy, validated):
             sender="DemoAPI", text=LONG_TEXT, recipients=[models.Recipient(phone=p) for p in OVER]))
         problem = over.parsed
         assert isinstance(problem, models.Problem) and problem.type_ == "/problems/budget-exceeded"
-        assert (problem.budget, problem.requested) == (BUDGET, 1400)
+        assert (problem.budget, problem.requested) == (BUDGET, 2100)
         assert [p.value for p in problem.violated_policies] == ["daily-credits"]
         wait = int(over.headers["retry-after"])
         assert over.headers["ratelimit"] == f'"daily-credits";r={BUDGET - problem.spent};t={wait}'

@@ -12,8 +12,8 @@ type ProblemType = components["schemas"]["ProblemType"];
 
 const LONG_TEXT = "x".repeat(1005); // 7 SMS parts per recipient
 // 150 recipients of 7 parts, 1050 credits: more than the demo account's 1000, within the
-// proxy's daily budget (DAILY_CREDITS); 200 of them, 1400 credits, over it.
-const MANY = Array.from({ length: 200 }, (_, i) => ({ phone: `+9725${40000000 + i}` }));
+// proxy's daily budget (DAILY_CREDITS); 300 of them, 2100 credits, over it.
+const MANY = Array.from({ length: 300 }, (_, i) => ({ phone: `+9725${40000000 + i}` }));
 const POOR = MANY.slice(0, 150);
 
 function check(condition: boolean, what: string, seen?: unknown): void {
@@ -156,7 +156,7 @@ async function main(): Promise<void> {
   const crossed = problem(over.error, 429, "/problems/budget-exceeded");
   same(advice(crossed.type), "wait for Retry-After", "advice");
   same([crossed.budget, crossed.requested, crossed.violated_policies],
-    [budget, 1400, ["daily-credits"]], "over the daily budget");
+    [budget, 2100, ["daily-credits"]], "over the daily budget");
   const wait = Number(over.response.headers.get("Retry-After"));
   same(over.response.headers.get("RateLimit"),
     `"daily-credits";r=${budget - (crossed.spent ?? -1)};t=${wait}`, "RateLimit");
