@@ -62,10 +62,15 @@ def _first_read() -> str:
 
 
 def _export(settings: Settings) -> None:
+    defaults = Settings()
     for option in OPTIONS:
         value = getattr(settings, option.field)
         if value is not None:
             os.environ[option.env] = str(value).lower() if isinstance(value, bool) else str(value)
+        elif getattr(defaults, option.field) is not None:
+            # ``none`` chosen over a default (a rate of the spend guard): said as chosen, or
+            # the workers would read the default back.
+            os.environ[option.env] = "none"
 
 
 def _check(settings: Settings) -> None:

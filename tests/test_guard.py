@@ -350,6 +350,16 @@ def test_two_workers_on_the_state_file_cut_a_loop_of_sends_at_its_limit(tmp_path
     assert other.status_code == 202  # another credential's limit is its own
 
 
+def test_a_rate_turned_off_by_its_flag_is_off_in_the_process_that_serves(tmp_path):
+    """The served app reads its settings from the environment the command sets: ``none``
+    must reach it as chosen, not the default rates back."""
+    args = ["--sandbox", "--requests-per-second", "none", "--recipients-per-minute", "none",
+            "--daily-credits", "500"]
+    with running(tmp_path, args, env=accounts(tmp_path)) as server:
+        limits = httpx.get(server.base + "/v1/limits", headers={"Authorization": BASIC})
+    assert [p["name"] for p in limits.json()["policies"]] == ["daily-credits"]
+
+
 def _pids(server: Server, status: int) -> set[int]:
     return {line["pid"] for line in server.log_lines()
             if line.get("route") == "/v1/messages" and line.get("status") == status}
