@@ -238,6 +238,18 @@ async def test_of_concurrent_takers_each_item_goes_to_one(store):
 # ── SQLite: one file for every worker of a host, and what a crash leaves ───────────────────
 
 
+async def test_a_call_to_a_closed_state_file_is_refused_not_left_waiting(tmp_path):
+    """A request still busy while the app stops (its ledger's last write comes after the
+    store closed) is told the store is unavailable; before, it waited forever for a thread
+    that had stopped, and so did the worker's shutdown. The wait_for only turns such a hang
+    into a failure."""
+    store = await SqliteStore(tmp_path / "state.sqlite", 100).open()
+    assert await store.add("k", b"v", 60) is None
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await asyncio.wait_for(store.get("k"), 30)
+
+
 async def test_two_processes_share_one_state_file(tmp_path):
     path = tmp_path / "state.sqlite"
     mine = await SqliteStore(path, 100).open()

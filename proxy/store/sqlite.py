@@ -104,8 +104,13 @@ class SqliteStore:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
+        # Taken to queue a call or the stop: no call is queued behind the stop, where nobody
+        # would answer it and its caller would wait forever.
+        self._queueing = threading.Lock()
+        self._open = False
 
     async def open(self) -> SqliteStore:
+        self._open = True
         self._thread = threading.Thread(target=self._serve, name="smsleads-store", daemon=True)
         self._thread.start()
         try:
@@ -126,7 +131,10 @@ class SqliteStore:
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` on this store's thread, in a transaction, answered once it is committed."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._calls.put(_Call(work, future))
+        with self._queueing:
+            if not self._open:  # closed (the app stopping): a caller still busy is told so
+                raise StoreUnavailable(f"the state file {self.path} is closed")
+            self._calls.put(_Call(work, future))
         return await future
 
     # The store's thread
@@ -319,6 +327,8 @@ class SqliteStore:
             "DELETE FROM queued WHERE queue = ? AND item = ?", (queue, item)).rowcount > 0)
 
     def _stop(self) -> None:
+        with self._queueing:
+            self._open = False
         if self._thread is not None:
             self._calls.put(None)
             self._thread.join()
