@@ -119,6 +119,20 @@ def spawned(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Po
         process.stdout.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The run's own $XDG_STATE_HOME, for what session and module fixtures start (the client
+    scenarios' proxy, test_server's): never the machine's, where every earlier run's keys and
+    budgets are (a day's budget once carried over from run to run). Tests get their own below."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("session-state"))
+    yield
+    if before is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test's own $XDG_STATE_HOME: the proxy's default state file (proxy/store/sqlite.py)

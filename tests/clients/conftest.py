@@ -23,11 +23,10 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     __main__.py), so a scenario reads reports right after sending, with no waiting. Each
     credential may spend BUDGET credits a day: more than the demo account holds, so a send
     over the account's credits is still SMS Leads' 402, and a send over the budget is 429."""
-    # A state file of its own: in the default one, the budget's count of the day went on from
-    # every earlier run's sends, until a send over the account's credits met the budget first.
-    home = tmp_path_factory.mktemp("proxy")
-    with running(home, ["--sandbox", "--daily-credits", str(BUDGET), "--state-dir",
-                        str(home / "state")], env={"SANDBOX_DLR_DELAY": "0"}) as server:
+    # Its state file is the run's (tests/conftest.py's session_state_home), so the day's
+    # budget starts at nothing whatever earlier runs spent.
+    with running(tmp_path_factory.mktemp("proxy"), ["--sandbox", "--daily-credits", str(BUDGET)],
+                 env={"SANDBOX_DLR_DELAY": "0"}) as server:
         yield server
 
 
