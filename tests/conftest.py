@@ -119,6 +119,11 @@ def spawned(argv: list[str], ready: str, **popen: Any) -> Iterator[subprocess.Po
         process.stdout.close()
 
 
+# The spend guard's rates off, for tests that send thousands of changes a second from one
+# credential to test something else (tests/test_guard.py tests the rates).
+UNGUARDED: dict[str, None] = {"requests_per_second": None, "recipients_per_minute": None}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The run's own $XDG_STATE_HOME, for what session and module fixtures start (the client

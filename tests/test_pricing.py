@@ -15,7 +15,7 @@ from proxy.pricing import MAX_MESSAGE, compose, count, credits
 from proxy.sandbox import Account, FixedClock, Sandbox
 from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings
-from tests.conftest import NOW
+from tests.conftest import NOW, UNGUARDED
 
 RICH = Account("rich", "rich-token", 10**9)
 HEADERS = {"Authorization": "Bearer rich-token", "X-SMSLeads-Username": "rich"}
@@ -116,9 +116,9 @@ def balance(client: TestClient) -> int:
 def test_the_sandbox_charges_what_the_rules_price():
     sandbox = Sandbox(clock=FixedClock(NOW), seed=1, accounts=[RICH])
     transport = httpx.ASGITransport(app=create_sandbox(sandbox))
-    # 120 sends in a second or two from one credential: the spend guard's rates are off.
-    app = create_app(Settings(upstream_url="http://sandbox.test/api", requests_per_second=None,
-                              recipients_per_minute=None), transport=transport)
+    # 120 sends in a second or two from one credential.
+    app = create_app(Settings(upstream_url="http://sandbox.test/api", **UNGUARDED),
+                     transport=transport)
     with TestClient(app, headers=HEADERS) as client:
 
         @settings(max_examples=120, deadline=None,

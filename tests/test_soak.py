@@ -27,7 +27,7 @@ from proxy.app import create_app
 from proxy.sandbox import Account, Sandbox
 from proxy.sandbox import create_app as create_sandbox
 from proxy.settings import Settings
-from tests.conftest import BASIC, FIGURES, Clock, FaultyUpstream, serving
+from tests.conftest import BASIC, FIGURES, UNGUARDED, Clock, FaultyUpstream, serving
 
 pytestmark = pytest.mark.soak
 
@@ -36,10 +36,6 @@ CONCURRENCY = 32
 SOAK = "soak"       # the account the sends go out from, with credits for all of them
 SOAK_AUTH = {"Authorization": "Basic c29hazpzb2FrLXRva2Vu"}  # soak:soak-token
 RETRY = {503, 502, 504}  # with the same key; 409 idempotency-key-in-use too
-
-# One credential makes thousands of changes in seconds here: the spend guard's rates would cut
-# it at 50 a second (tests/test_guard.py tests them); this soak is about keys and outcomes.
-UNGUARDED = {"requests_per_second": None, "recipients_per_minute": None}
 
 
 @dataclass

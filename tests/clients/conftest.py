@@ -6,14 +6,9 @@ import httpx
 import pytest
 
 from tests.clients.prism import Prism, running_prism
-from tests.clients.support import ROOT, SPEC, npm_install
+from tests.clients.support import BUDGET, ROOT, SPEC, npm_install
 from tests.conftest import FIGURES
 from tests.processes import Server, running
-
-# Credits a day, each credential (the demo account holds 1000): room for a 1050-credit send
-# after the four scenarios' sends and credits given to subscribers (about 60 each, whatever
-# their order), and below the scenarios' 2100-credit send, which the budget refuses.
-BUDGET = 2000
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,11 @@ CACHE = ROOT / ".cache"
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 NODE_MAJOR = 20  # the runtime the TypeScript scenario is written and typed for (package.json)
+# Credits a day, each credential, on the session's proxy (conftest.py; the demo account holds
+# 1000): room for a 1050-credit send after the four scenarios' sends and credits given to
+# subscribers (about 60 each, whatever their order), and below the scenarios' 2100-credit send,
+# which the budget refuses.
+BUDGET = 2000
 
 # Generator output that is about the generator, not about our spec, each checked by hand:
 NOT_ABOUT_THE_SPEC = (
@@ -139,6 +144,17 @@ def require_node() -> tuple[str, str]:
         pytest.fail(f"Node.js {NODE_MAJOR} or later is needed, found {found.stdout.strip()}",
                     pytrace=False)
     return node, npm
+
+
+def run_node_scenario(script: Path, proxy: str, validated: str) -> list[str]:
+    """A compiled TypeScript scenario run on Node against the session's proxy (``proxy``) and
+    Prism in front of it (``validated``); the lines it printed, once it passed."""
+    node, _ = require_node()
+    run = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PROXY_URL": validated, "DIRECT_URL": proxy,
+                              "DAILY_CREDITS": str(BUDGET)})
+    assert run.returncode == 0, f"the scenario failed:\n{run.stdout}{run.stderr}"
+    return run.stdout.splitlines()
 
 
 def generate(kind: str, spec: Path = SPEC, cache: Path = CACHE / "clients") -> Generated:

@@ -8,14 +8,12 @@ per lock); generating the types takes a fraction of a second, so they are made a
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests.clients.conftest import BUDGET
-from tests.clients.support import HERE, SPEC, npm_install, require_node
+from tests.clients.support import HERE, SPEC, npm_install, run_node_scenario
 
 SCENARIO = HERE / "openapi-fetch" / "scenario.ts"
 STEPS = ["balance", "preview", "send to two numbers", "contact list", "delivery reports",
@@ -48,10 +46,5 @@ def test_the_scenario_casts_nothing():
 
 
 def test_scenario_through_openapi_fetch(proxy, validated, tmp_path):
-    node, _ = require_node()
-    script = compile_scenario(tmp_path)
-    run = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PROXY_URL": validated.base,
-                              "DIRECT_URL": proxy.base, "DAILY_CREDITS": str(BUDGET)})
-    assert run.returncode == 0, f"the scenario failed:\n{run.stdout}{run.stderr}"
-    assert run.stdout.splitlines() == [f"ok {step}" for step in STEPS] + ["scenario passed"]
+    lines = run_node_scenario(compile_scenario(tmp_path), proxy.base, validated.base)
+    assert lines == [f"ok {step}" for step in STEPS] + ["scenario passed"]

@@ -20,15 +20,14 @@ from typing import Any
 import pydantic
 import pytest
 
-from tests.clients.conftest import BUDGET
-from tests.clients.support import generate
+from tests.clients.support import BUDGET, generate
 
 STATES = {"delivered", "failed", "expired", "not_delivered", "no_credit", "kosher_number",
           "hour_not_permitted", "opted_out", "not_permitted", "rejected", "out_of_coverage",
           "unknown"}
 LONG_TEXT = "x" * 1005  # 7 SMS parts per recipient (153 GSM-7 characters a part)
 # 150 recipients of 7 parts: 1050 credits, more than the demo account's 1000, within the
-# session proxy's daily budget (conftest.BUDGET); 300 of them, 2100 credits, over it.
+# session proxy's daily budget (support.BUDGET); 300 of them, 2100 credits, over it.
 MANY = [f"+9725{n:08d}" for n in range(20000000, 20000300)]
 POOR, OVER = MANY[:150], MANY
 

@@ -6,13 +6,11 @@ typescript and @types/node come from tests/clients/package-lock.json, installed 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from tests.clients.conftest import BUDGET
-from tests.clients.support import HERE, generate, npm_install, require_node
+from tests.clients.support import HERE, generate, npm_install, run_node_scenario
 
 STEPS = ["balance", "send to two numbers", "contact list", "delivery reports", "pages",
          "incoming messages", "scheduled send cancelled", "subscribers", "blacklist",
@@ -33,10 +31,5 @@ def compile_scenario(build: Path) -> Path:
 
 
 def test_scenario_through_the_typescript_fetch_client(proxy, validated, tmp_path):
-    node, _ = require_node()
-    script = compile_scenario(tmp_path)
-    run = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PROXY_URL": validated.base,
-                              "DIRECT_URL": proxy.base, "DAILY_CREDITS": str(BUDGET)})
-    assert run.returncode == 0, f"the scenario failed:\n{run.stdout}{run.stderr}"
-    assert run.stdout.splitlines() == [f"ok {step}" for step in STEPS] + ["scenario passed"]
+    lines = run_node_scenario(compile_scenario(tmp_path), proxy.base, validated.base)
+    assert lines == [f"ok {step}" for step in STEPS] + ["scenario passed"]
